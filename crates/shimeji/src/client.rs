@@ -1,0 +1,205 @@
+//! Clients: call any service by name with JSON, or through the typed client
+//! `#[service]` generates for it.
+//!
+//! A client is a [dependency](crate::dependency): as a field of a service it
+//! is bound to the service's transport when the service starts, and every
+//! call it makes from an entrypoint carries that worker's context on. From
+//! outside a service, take one from [`RunningServices::client`](crate::RunningServices::client).
+//!
+//! ```
+//! # use shimeji::prelude::*;
+//! # #[derive(Default)] struct Calculator;
+//! # #[service(name = "calculator")]
+//! # impl Calculator { #[rpc] async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use serde_json::json;
+//! use std::time::Duration;
+//!
+//! let running = ServiceRunner::new().service(Calculator).start().await?;
+//!
+//! // Typed: arguments and result checked by the compiler.
+//! let calc: CalculatorClient = running.client();
+//! assert_eq!(calc.add(1, 2).await?, 3);
+//!
+//! // Dynamic: by name, keyword arguments as an object, positional as an array.
+//! let client = running.dynamic_client();
+//! assert_eq!(client.call("calculator", "add", json!({"a": 1, "b": 2})).await?, json!(3));
+//! assert_eq!(client.call("calculator", "add", json!([1, 2])).await?, json!(3));
+//!
+//! // A timeout for one call.
+//! let quick = client.with_timeout(Duration::from_millis(50));
+//! assert_eq!(quick.call("calculator", "add", json!([1, 2])).await?, json!(3));
+//! # running.stop().await; Ok(()) }
+//! ```
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::context;
+use crate::dependency::{Dependency, DependencyError, SetupContext};
+use crate::error::CallError;
+use crate::payload::{Payload, TypedValue};
+use crate::transport::{Request, Transport};
+
+struct Bound {
+    transport: Arc<dyn Transport>,
+    default_timeout: Duration,
+}
+
+/// Calls services by name. Cheap to clone; clones share their binding.
+#[derive(Clone, Default)]
+pub struct Client {
+    bound: Arc<OnceLock<Bound>>,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("transport", &self.bound.get().map(|b| b.transport.name()))
+            .field("timeout", &self.timeout())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client bound to `transport`, with the default timeout `default_timeout`.
+    pub fn new(transport: Arc<dyn Transport>, default_timeout: Duration) -> Self {
+        let client = Client::default();
+        client.bind(transport, default_timeout);
+        client
+    }
+
+    /// Binds an unbound client; a bound client keeps its transport.
+    pub fn bind(&self, transport: Arc<dyn Transport>, default_timeout: Duration) {
+        let _ = self.bound.set(Bound {
+            transport,
+            default_timeout,
+        });
+    }
+
+    /// A client like this one whose calls time out after `timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Client {
+            bound: self.bound.clone(),
+            timeout: Some(timeout),
+        }
+    }
+
+    /// The timeout this client's calls get.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .or_else(|| self.bound.get().map(|b| b.default_timeout))
+            .unwrap_or(crate::config::DEFAULT_RPC_TIMEOUT)
+    }
+
+    /// Calls `service.method`. `args` is an object of keyword arguments, an
+    /// array of positional ones, or `null` for none.
+    pub async fn call(
+        &self,
+        service: impl Into<String>,
+        method: impl Into<String>,
+        args: Value,
+    ) -> Result<Value, CallError> {
+        let (args, kwargs) = match args {
+            Value::Object(kwargs) => (Vec::new(), kwargs),
+            Value::Array(args) => (args, Map::new()),
+            Value::Null => (Vec::new(), Map::new()),
+            other => {
+                return Err(CallError::Encode(format!(
+                    "arguments must be an object (keyword) or an array (positional), not {other}"
+                )))
+            }
+        };
+        self.call_with(service, method, args, kwargs).await
+    }
+
+    /// Calls `service.method` with positional and keyword arguments.
+    pub async fn call_with(
+        &self,
+        service: impl Into<String>,
+        method: impl Into<String>,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<Value, CallError> {
+        self.send(
+            Cow::Owned(service.into()),
+            Cow::Owned(method.into()),
+            Payload::request(args, kwargs),
+        )
+        .await?
+        .into_json()
+        .map_err(|e| CallError::Decode(e.to_string()))
+    }
+
+    /// Calls `service.method` with a typed argument struct and decodes the
+    /// result as `R`. Generated clients use this; in-process it skips JSON.
+    pub async fn call_typed<A, R>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: A,
+    ) -> Result<R, CallError>
+    where
+        A: TypedValue,
+        R: DeserializeOwned + 'static,
+    {
+        self.send(
+            Cow::Borrowed(service),
+            Cow::Borrowed(method),
+            Payload::Typed(Box::new(args)),
+        )
+        .await?
+        .decode()
+    }
+
+    async fn send(
+        &self,
+        service: Cow<'static, str>,
+        method: Cow<'static, str>,
+        payload: Payload,
+    ) -> Result<Payload, CallError> {
+        let bound = self.bound.get().ok_or_else(|| {
+            CallError::Transport(
+                "client is not set up: make it a field of a service struct that derives \
+                 `Dependencies`, or take one from `RunningServices::client`"
+                    .into(),
+            )
+        })?;
+        let timeout = self.timeout.unwrap_or(bound.default_timeout);
+        let request = Request {
+            service: service.clone(),
+            method: method.clone(),
+            payload,
+            context: context::current(),
+        };
+        match tokio::time::timeout(timeout, bound.transport.call(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout {
+                service: service.into_owned(),
+                method: method.into_owned(),
+                timeout,
+            }),
+        }
+    }
+}
+
+impl Dependency for Client {
+    fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
+        self.bind(ctx.transport().clone(), ctx.config().rpc_timeout());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A typed client generated by `#[service]`. Lets code take any service's
+/// client from a [`Client`].
+pub trait ServiceClient: From<Client> + Clone + Send + Sync + 'static {
+    /// The name of the service this client calls.
+    const SERVICE: &'static str;
+    /// The untyped client underneath.
+    fn client(&self) -> &Client;
+}

@@ -1,0 +1,293 @@
+//! The container: one running instance of a service.
+//!
+//! It sets up and starts the service's dependencies, hands the transport a
+//! [`ServiceHandler`] for its entrypoints, bounds concurrency with
+//! `max_workers`, gives every worker its [`WorkerContext`], turns panics into
+//! errors, and on stop drains: it stops taking work, waits for the workers in
+//! flight (up to the drain timeout, then cancels them), and stops the
+//! dependencies.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::Value;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{self, WorkerContext};
+use crate::dependency::{DependencyError, SetupContext};
+use crate::error::RemoteError;
+use crate::payload::Payload;
+use crate::service::Service;
+use crate::transport::{Binding, ServiceHandler, Serving, Transport, TransportError};
+
+/// An entrypoint run that finished, as [`entrypoint waiters`](crate::RunningServices::entrypoint_waiter) see it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The service.
+    pub service: &'static str,
+    /// The entrypoint (method name).
+    pub entrypoint: &'static str,
+    /// The worker's call id.
+    pub call_id: String,
+    /// `Ok` or the error the worker ended with.
+    pub result: Result<(), RemoteError>,
+}
+
+/// Why a service instance failed to start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A dependency failed to set up or start.
+    #[error("service `{service}`: {source}")]
+    Dependency {
+        /// The service.
+        service: &'static str,
+        /// The failure.
+        #[source]
+        source: DependencyError,
+    },
+    /// The transport refused to serve the service.
+    #[error("service `{service}`: {source}")]
+    Transport {
+        /// The service.
+        service: &'static str,
+        /// The failure.
+        #[source]
+        source: TransportError,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The configuration asks for a transport this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub(crate) struct Settings {
+    pub max_workers: usize,
+    pub parent_calls_tracked: usize,
+    pub drain_timeout: Duration,
+    pub finished: broadcast::Sender<Finished>,
+}
+
+pub(crate) struct Container<S: Service> {
+    service: Arc<S>,
+    instance_id: String,
+    permits: Semaphore,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    accepting: AtomicBool,
+    kill: CancellationToken,
+    worker_hooks: bool,
+    settings: Settings,
+}
+
+/// Counts a worker in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize, &'a Notify);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.1.notify_waiters();
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the entrypoint panicked".to_string()
+    }
+}
+
+impl<S: Service> Container<S> {
+    pub(crate) fn new(service: Arc<S>, settings: Settings) -> Arc<Self> {
+        let worker_hooks = service
+            .dependencies()
+            .iter()
+            .any(|d| d.has_worker_hooks());
+        Arc::new(Container {
+            service,
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
+            permits: Semaphore::new(settings.max_workers),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            accepting: AtomicBool::new(true),
+            kill: CancellationToken::new(),
+            worker_hooks,
+            settings,
+        })
+    }
+
+    /// Sets up and starts the dependencies, then starts consuming.
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+        setup: &SetupContext,
+        transport: &Arc<dyn Transport>,
+    ) -> Result<Serving, StartError> {
+        let dependency_error = |source| StartError::Dependency {
+            service: S::NAME,
+            source,
+        };
+        for dep in self.service.dependencies() {
+            dep.setup(setup).await.map_err(dependency_error)?;
+        }
+        for dep in self.service.dependencies() {
+            dep.start().await.map_err(dependency_error)?;
+        }
+        let binding = Binding {
+            service: S::NAME,
+            instance_id: self.instance_id.clone(),
+            max_workers: self.settings.max_workers,
+            has_rpc: !S::RPC_METHODS.is_empty(),
+            event_handlers: S::EVENT_HANDLERS,
+            handler: self.clone(),
+        };
+        let serving = transport
+            .serve(binding)
+            .await
+            .map_err(|source| StartError::Transport {
+                service: S::NAME,
+                source,
+            })?;
+        tracing::info!(
+            service = S::NAME,
+            instance = %self.instance_id,
+            transport = transport.name(),
+            "service started"
+        );
+        Ok(serving)
+    }
+
+    /// Stops taking work, drains the workers in flight, stops the dependencies.
+    pub(crate) async fn stop(&self, serving: Serving) {
+        self.accepting.store(false, Ordering::Release);
+        serving.stop().await;
+        let drained = tokio::time::timeout(self.settings.drain_timeout, self.wait_idle())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                service = S::NAME,
+                in_flight = self.in_flight.load(Ordering::Acquire),
+                "drain timeout ran out: cancelling the workers still running"
+            );
+            self.kill.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.wait_idle()).await;
+        }
+        self.permits.close();
+        for dep in self.service.dependencies() {
+            dep.stop().await;
+        }
+        tracing::info!(service = S::NAME, instance = %self.instance_id, "service stopped");
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs one worker: permit, context, per-call hooks, panic guard.
+    async fn run<'a, T, F>(
+        &'a self,
+        entrypoint: &'static str,
+        caller: Option<WorkerContext>,
+        work: impl FnOnce(&'a S) -> F,
+    ) -> Result<T, RemoteError>
+    where
+        F: Future<Output = Result<T, RemoteError>> + Send + 'a,
+    {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(&self.in_flight, &self.idle);
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(RemoteError::service_stopping(S::NAME));
+        }
+        let _permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| RemoteError::service_stopping(S::NAME))?,
+        };
+        let ctx = WorkerContext::for_worker(
+            S::NAME,
+            entrypoint,
+            caller,
+            self.settings.parent_calls_tracked,
+        );
+        let deps = if self.worker_hooks {
+            self.service.dependencies()
+        } else {
+            Vec::new()
+        };
+        for dep in &deps {
+            dep.worker_setup(&ctx);
+        }
+        let guarded = AssertUnwindSafe(work(&self.service)).catch_unwind();
+        let result = tokio::select! {
+            biased;
+            outcome = context::scope(ctx.clone(), guarded) => match outcome {
+                Ok(result) => result,
+                Err(panic) => {
+                    let message = panic_message(panic.as_ref());
+                    tracing::error!(service = S::NAME, entrypoint, panic = %message, "entrypoint panicked");
+                    Err(RemoteError::panicked(message))
+                }
+            },
+            _ = self.kill.cancelled() => Err(RemoteError::worker_killed(S::NAME)),
+        };
+        for dep in &deps {
+            dep.worker_result(&ctx, result.as_ref().map(|_| ()));
+            dep.worker_teardown(&ctx);
+        }
+        if self.settings.finished.receiver_count() > 0 {
+            let _ = self.settings.finished.send(Finished {
+                service: S::NAME,
+                entrypoint,
+                call_id: ctx.call_id().unwrap_or_default(),
+                result: result.as_ref().map(|_| ()).map_err(Clone::clone),
+            });
+        }
+        result
+    }
+}
+
+impl<S: Service> ServiceHandler for Container<S> {
+    fn handle_rpc<'a>(
+        &'a self,
+        method: &'a str,
+        payload: Payload,
+        caller: Option<WorkerContext>,
+    ) -> BoxFuture<'a, Result<Payload, RemoteError>> {
+        Box::pin(async move {
+            let Some(&method) = S::RPC_METHODS.iter().find(|m| **m == method) else {
+                return Err(RemoteError::method_not_found(method));
+            };
+            self.run(method, caller, move |svc| svc.dispatch_rpc(method, payload))
+                .await
+        })
+    }
+
+    fn handle_event(
+        &self,
+        method: &'static str,
+        payload: Value,
+        caller: Option<WorkerContext>,
+    ) -> BoxFuture<'_, Result<(), RemoteError>> {
+        Box::pin(self.run(method, caller, move |svc| svc.dispatch_event(method, payload)))
+    }
+}

@@ -1,0 +1,316 @@
+//! The worker context: who is running, on whose behalf, with which data.
+//!
+//! Every entrypoint run gets a [`WorkerContext`] with a call id
+//! `{service}.{method}.{uuid}`, the `call_id_stack` of the hops that led to
+//! it, and context data (`user_id`, `language`, `auth_token`, any other key).
+//! While the entrypoint runs the context is the task's *current* context:
+//! every client call and dispatched event made from it carries the context on
+//! without the method passing anything.
+//!
+//! ```
+//! # async fn demo() {
+//! use shimeji::context::{self, WorkerContext};
+//!
+//! // Outside an entrypoint there is no current context.
+//! assert!(context::current().is_none());
+//!
+//! // Code that starts work from the outside can set data for the whole chain.
+//! let root = WorkerContext::root().with_data("user_id", "42");
+//! context::scope(root, async {
+//!     let here = context::current().unwrap();
+//!     assert_eq!(here.data("user_id"), Some(&serde_json::json!("42")));
+//! })
+//! .await;
+//! # }
+//! ```
+//!
+//! Tasks spawned with `tokio::spawn` start without a context; use
+//! [`spawn`](crate::spawn) to carry the current one into them.
+
+use serde_json::{Map, Value};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Default number of parent call ids kept in `call_id_stack` (Nameko's
+/// `parent_calls_tracked`).
+pub const DEFAULT_PARENT_CALLS_TRACKED: usize = 10;
+
+tokio::task_local! {
+    static CURRENT: WorkerContext;
+}
+
+/// The context of one entrypoint run, or of the outside caller that started a chain.
+///
+/// Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct WorkerContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` for a root context (a caller outside any service).
+    call_id: Option<CallId>,
+    parent: Parent,
+    data: Arc<Map<String, Value>>,
+    parent_calls_tracked: usize,
+}
+
+enum Parent {
+    None,
+    /// A caller in this process.
+    Local(WorkerContext),
+    /// A caller known only by the stack it sent (a wire transport).
+    Stack(Arc<[String]>),
+}
+
+#[derive(Clone)]
+struct CallId {
+    service: &'static str,
+    entrypoint: &'static str,
+    id: Uuid,
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.service, self.entrypoint, self.id)
+    }
+}
+
+fn new_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid()
+}
+
+impl WorkerContext {
+    /// An empty root context: no call id, no data. Add data with
+    /// [`with_data`](Self::with_data) and run code in it with [`scope`].
+    pub fn root() -> Self {
+        WorkerContext {
+            inner: Arc::new(Inner {
+                call_id: None,
+                parent: Parent::None,
+                data: Arc::new(Map::new()),
+                parent_calls_tracked: DEFAULT_PARENT_CALLS_TRACKED,
+            }),
+        }
+    }
+
+    /// The context of a caller that arrived over the wire: the call id stack
+    /// and context data it sent (keys without the `nameko.` prefix).
+    pub fn from_wire(call_id_stack: Vec<String>, data: Map<String, Value>) -> Self {
+        WorkerContext {
+            inner: Arc::new(Inner {
+                call_id: None,
+                parent: if call_id_stack.is_empty() {
+                    Parent::None
+                } else {
+                    Parent::Stack(call_id_stack.into())
+                },
+                data: Arc::new(data),
+                parent_calls_tracked: DEFAULT_PARENT_CALLS_TRACKED,
+            }),
+        }
+    }
+
+    /// The context of a new worker of `service.entrypoint` called from `parent`.
+    pub fn for_worker(
+        service: &'static str,
+        entrypoint: &'static str,
+        parent: Option<WorkerContext>,
+        parent_calls_tracked: usize,
+    ) -> Self {
+        let data = match &parent {
+            Some(p) => p.inner.data.clone(),
+            None => Arc::new(Map::new()),
+        };
+        let parent = match parent {
+            None => Parent::None,
+            Some(p) if p.inner.call_id.is_none() => match &p.inner.parent {
+                Parent::None => Parent::None,
+                Parent::Local(grand) => Parent::Local(grand.clone()),
+                Parent::Stack(s) => Parent::Stack(s.clone()),
+            },
+            Some(p) => Parent::Local(p),
+        };
+        WorkerContext {
+            inner: Arc::new(Inner {
+                call_id: Some(CallId {
+                    service,
+                    entrypoint,
+                    id: new_uuid(),
+                }),
+                parent,
+                data,
+                parent_calls_tracked,
+            }),
+        }
+    }
+
+    /// A copy of this context with one more data key (e.g. `user_id`).
+    pub fn with_data(&self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        let mut data = (*self.inner.data).clone();
+        data.insert(key.into(), value.into());
+        WorkerContext {
+            inner: Arc::new(Inner {
+                call_id: self.inner.call_id.clone(),
+                parent: match &self.inner.parent {
+                    Parent::None => Parent::None,
+                    Parent::Local(p) => Parent::Local(p.clone()),
+                    Parent::Stack(s) => Parent::Stack(s.clone()),
+                },
+                data: Arc::new(data),
+                parent_calls_tracked: self.inner.parent_calls_tracked,
+            }),
+        }
+    }
+
+    /// This worker's call id, `{service}.{entrypoint}.{uuid}`; `None` for a root context.
+    pub fn call_id(&self) -> Option<String> {
+        self.inner.call_id.as_ref().map(ToString::to_string)
+    }
+
+    /// The service running this worker.
+    pub fn service(&self) -> Option<&'static str> {
+        self.inner.call_id.as_ref().map(|c| c.service)
+    }
+
+    /// The entrypoint running this worker.
+    pub fn entrypoint(&self) -> Option<&'static str> {
+        self.inner.call_id.as_ref().map(|c| c.entrypoint)
+    }
+
+    /// The call id of the worker that called this one, if any.
+    pub fn parent_call_id(&self) -> Option<String> {
+        let stack = self.call_id_stack();
+        let own = usize::from(self.inner.call_id.is_some());
+        stack.len().checked_sub(own + 1).map(|i| stack[i].clone())
+    }
+
+    /// The call ids of the hops that led here, oldest first, this worker's
+    /// own call id last. At most `parent_calls_tracked` parents are kept.
+    pub fn call_id_stack(&self) -> Vec<String> {
+        let mut stack = match &self.inner.parent {
+            Parent::None => Vec::new(),
+            Parent::Local(p) => p.call_id_stack(),
+            Parent::Stack(s) => s.to_vec(),
+        };
+        if let Some(id) = &self.inner.call_id {
+            let keep = self.inner.parent_calls_tracked;
+            if stack.len() > keep {
+                stack.drain(..stack.len() - keep);
+            }
+            stack.push(id.to_string());
+        }
+        stack
+    }
+
+    /// One context data value (`user_id`, `language`, `auth_token`, …).
+    pub fn data(&self, key: &str) -> Option<&Value> {
+        self.inner.data.get(key)
+    }
+
+    /// All context data.
+    pub fn data_map(&self) -> &Map<String, Value> {
+        &self.inner.data
+    }
+
+    /// The `user_id` context value, when it is a string.
+    pub fn user_id(&self) -> Option<&str> {
+        self.data("user_id").and_then(Value::as_str)
+    }
+
+    /// The `language` context value, when it is a string.
+    pub fn language(&self) -> Option<&str> {
+        self.data("language").and_then(Value::as_str)
+    }
+
+    /// The `auth_token` context value, when it is a string.
+    pub fn auth_token(&self) -> Option<&str> {
+        self.data("auth_token").and_then(Value::as_str)
+    }
+}
+
+impl fmt::Debug for WorkerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Context data may hold secrets (auth tokens): show keys only.
+        f.debug_struct("WorkerContext")
+            .field("call_id", &self.call_id())
+            .field("call_id_stack", &self.call_id_stack())
+            .field("data_keys", &self.inner.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The context of the entrypoint running on this task, if any.
+pub fn current() -> Option<WorkerContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `future` with `context` as its current context.
+pub async fn scope<F: Future>(context: WorkerContext, future: F) -> F::Output {
+    CURRENT.scope(context, future).await
+}
+
+/// Spawns a task that keeps the current worker context, so calls and events
+/// made from it carry the call id stack and context data on.
+///
+/// ```
+/// # async fn demo() {
+/// let handle = shimeji::spawn(async {
+///     // client calls made here carry the spawning worker's context
+///     shimeji::context::current().is_some()
+/// });
+/// # let _ = handle.await;
+/// # }
+/// ```
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match current() {
+        Some(ctx) => tokio::spawn(CURRENT.scope(ctx, future)),
+        None => tokio::spawn(future),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_id_has_service_method_uuid() {
+        let ctx = WorkerContext::for_worker("greeter", "hello", None, 10);
+        let id = ctx.call_id().unwrap();
+        let parts: Vec<_> = id.splitn(3, '.').collect();
+        assert_eq!(parts[0], "greeter");
+        assert_eq!(parts[1], "hello");
+        assert!(Uuid::parse_str(parts[2]).is_ok(), "{id}");
+        assert_eq!(ctx.call_id_stack(), vec![id]);
+    }
+
+    #[test]
+    fn stack_is_capped_at_parent_calls_tracked() {
+        let mut ctx = WorkerContext::for_worker("a", "go", None, 3);
+        for _ in 0..10 {
+            ctx = WorkerContext::for_worker("a", "go", Some(ctx), 3);
+        }
+        let stack = ctx.call_id_stack();
+        assert_eq!(stack.len(), 4);
+        assert_eq!(stack.last(), ctx.call_id().as_ref());
+    }
+
+    #[test]
+    fn wire_stack_and_data_carry_over() {
+        let mut data = Map::new();
+        data.insert("user_id".into(), "u1".into());
+        let caller = WorkerContext::from_wire(vec!["x.y.1".into()], data);
+        let ctx = WorkerContext::for_worker("b", "m", Some(caller), 10);
+        let stack = ctx.call_id_stack();
+        assert_eq!(stack[0], "x.y.1");
+        assert_eq!(stack.len(), 2);
+        assert_eq!(ctx.parent_call_id().as_deref(), Some("x.y.1"));
+        assert_eq!(ctx.user_id(), Some("u1"));
+    }
+}

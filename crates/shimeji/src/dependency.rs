@@ -1,0 +1,200 @@
+//! Dependencies: fields of a service that the container manages.
+//!
+//! A dependency is any field whose type implements [`Dependency`]. The
+//! container calls its lifecycle hooks when the service instance starts and
+//! stops, and its per-call hooks around every worker. Built in: the typed
+//! clients `#[service]` generates, [`Client`](crate::Client),
+//! [`EventDispatcher`](crate::EventDispatcher) and
+//! [`ServiceConfig`](crate::ServiceConfig).
+//!
+//! Mark the service struct `#[derive(Dependencies)]` so the container finds
+//! its dependency fields; fields of other types are left alone.
+//!
+//! ```
+//! use shimeji::prelude::*;
+//! use shimeji::dependency::Dependency;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! /// Counts the workers that ran.
+//! #[derive(Default)]
+//! struct WorkerCount(AtomicUsize);
+//!
+//! impl Dependency for WorkerCount {
+//!     fn worker_setup(&self, _worker: &WorkerContext) {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//!     fn has_worker_hooks(&self) -> bool {
+//!         true
+//!     }
+//! }
+//!
+//! #[derive(Default, Dependencies)]
+//! struct Pinger {
+//!     count: WorkerCount,
+//!     greeting: String, // not a dependency: ignored
+//! }
+//!
+//! #[service(name = "pinger")]
+//! impl Pinger {
+//!     #[rpc]
+//!     async fn ping(&self) -> usize {
+//!         self.count.0.load(Ordering::Relaxed)
+//!     }
+//! }
+//! ```
+
+use futures::future::BoxFuture;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::context::WorkerContext;
+use crate::error::RemoteError;
+use crate::transport::Transport;
+
+/// Why a dependency failed to set up, start or stop.
+#[derive(Debug, thiserror::Error)]
+#[error("dependency `{name}` failed: {message}")]
+pub struct DependencyError {
+    /// The dependency's name.
+    pub name: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl DependencyError {
+    /// A new error for dependency `name`.
+    pub fn new(name: impl Into<String>, message: impl Into<String>) -> Self {
+        DependencyError {
+            name: name.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a dependency learns when its service instance is set up.
+#[derive(Clone)]
+pub struct SetupContext {
+    pub(crate) service: &'static str,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) config: Arc<Config>,
+}
+
+impl SetupContext {
+    /// A setup context for `service` on `transport`.
+    pub fn new(service: &'static str, transport: Arc<dyn Transport>, config: Arc<Config>) -> Self {
+        SetupContext {
+            service,
+            transport,
+            config,
+        }
+    }
+
+    /// The name of the service the dependency belongs to.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The transport the service runs on.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// The runner's configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+}
+
+/// A field of a service that the container manages.
+///
+/// Every hook has a default that does nothing, so a dependency implements
+/// only what it needs. Lifecycle hooks are async; per-call hooks are plain
+/// functions and run on the worker's task, so keep them short.
+pub trait Dependency: Send + Sync {
+    /// Called once before the service starts: connect, bind to the transport.
+    fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
+        let _ = ctx;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Called once when the service starts serving.
+    fn start(&self) -> BoxFuture<'_, Result<(), DependencyError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Called once after the service stopped and drained its workers.
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Before each worker runs.
+    fn worker_setup(&self, worker: &WorkerContext) {
+        let _ = worker;
+    }
+
+    /// After each worker ran, with its outcome.
+    fn worker_result(&self, worker: &WorkerContext, result: Result<(), &RemoteError>) {
+        let _ = (worker, result);
+    }
+
+    /// After each worker, last.
+    fn worker_teardown(&self, worker: &WorkerContext) {
+        let _ = worker;
+    }
+
+    /// Return true to have the per-call hooks called. Defaults to false so
+    /// that services without per-call hooks pay nothing for them.
+    fn has_worker_hooks(&self) -> bool {
+        false
+    }
+}
+
+/// Lists a service struct's dependency fields. Derive it with
+/// `#[derive(Dependencies)]`.
+pub trait Dependencies {
+    /// The fields that implement [`Dependency`].
+    fn dependencies(&self) -> Vec<&dyn Dependency>;
+}
+
+#[doc(hidden)]
+pub mod probe {
+    //! Lets generated code tell dependency fields from other fields without
+    //! attributes (autoref specialization).
+    use super::{Dependencies, Dependency};
+
+    pub struct Probe<'a, T>(pub &'a T);
+
+    pub trait IsDependency<'a> {
+        fn as_dependency(&self) -> Option<&'a dyn Dependency>;
+    }
+    impl<'a, T: Dependency> IsDependency<'a> for &Probe<'a, T> {
+        fn as_dependency(&self) -> Option<&'a dyn Dependency> {
+            Some(self.0)
+        }
+    }
+    pub trait NotDependency<'a> {
+        fn as_dependency(&self) -> Option<&'a dyn Dependency>;
+    }
+    impl<'a, T> NotDependency<'a> for Probe<'a, T> {
+        fn as_dependency(&self) -> Option<&'a dyn Dependency> {
+            None
+        }
+    }
+
+    pub trait HasDependencies<'a> {
+        fn list(&self) -> Vec<&'a dyn Dependency>;
+    }
+    impl<'a, T: Dependencies> HasDependencies<'a> for &Probe<'a, T> {
+        fn list(&self) -> Vec<&'a dyn Dependency> {
+            self.0.dependencies()
+        }
+    }
+    pub trait NoDependencies<'a> {
+        fn list(&self) -> Vec<&'a dyn Dependency>;
+    }
+    impl<'a, T> NoDependencies<'a> for Probe<'a, T> {
+        fn list(&self) -> Vec<&'a dyn Dependency> {
+            Vec::new()
+        }
+    }
+}

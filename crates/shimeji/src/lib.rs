@@ -1,0 +1,113 @@
+//! # shimeji
+//!
+//! Microservices for Rust, on Nameko's model: a service is a struct with a
+//! name; its methods become entrypoints by attribute; its dependencies are
+//! fields the container manages and tests replace; a call id stack follows
+//! every request through the fleet.
+//!
+//! ```
+//! use shimeji::prelude::*;
+//!
+//! #[derive(Default, Dependencies)]
+//! struct Greeter {
+//!     events: EventDispatcher,
+//! }
+//!
+//! #[service(name = "greeter")]
+//! impl Greeter {
+//!     /// Greets someone and tells the world.
+//!     #[rpc]
+//!     async fn hello(&self, name: String) -> Result<String, DispatchError> {
+//!         self.events.dispatch("greeted", serde_json::json!({ "name": name })).await?;
+//!         Ok(format!("Hello, {name}!"))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let running = ServiceRunner::new().service(Greeter::default()).start().await?;
+//! let greeter: GreeterClient = running.client();
+//! assert_eq!(greeter.hello("Ada".into()).await?, "Hello, Ada!");
+//! running.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Where to look:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`service`] | what `#[service]` generates, service descriptions |
+//! | [`client`] | typed and dynamic clients, timeouts |
+//! | [`events`] | dispatching events; handler types |
+//! | [`dependency`] | the dependency trait and its hooks |
+//! | [`context`] | worker context: call ids, call id stack, context data |
+//! | [`container`] | one running instance: concurrency, draining |
+//! | [`runner`] | starting a set of services, signals, entrypoint waiters |
+//! | [`transport`] | the transport trait and the embedded memory transport |
+//! | [`error`] | remote errors and call errors |
+//! | [`config`] | configuration keys |
+//! | `testing` | test helpers (feature `testing`) |
+
+#![warn(missing_docs)]
+
+pub mod binding;
+pub mod client;
+pub mod config;
+pub mod container;
+pub mod context;
+pub mod dependency;
+pub mod error;
+pub mod events;
+pub mod payload;
+pub mod runner;
+pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod transport;
+
+pub use client::{Client, ServiceClient};
+pub use config::{Config, ServiceConfig};
+pub use container::{Finished, StartError};
+pub use context::{spawn, WorkerContext};
+pub use dependency::{Dependencies, Dependency};
+pub use error::{CallError, Exception, RemoteError};
+pub use events::{DispatchError, EventDispatcher};
+pub use runner::{EntrypointWaiter, RunningServices, ServiceRunner};
+pub use service::{HandlerType, Service, ServiceDescription};
+
+/// Turns an `impl` block into a service. See the [crate docs](crate) and [`service`](mod@service).
+///
+/// `#[service(name = "…", events = ["…"])]` on an `impl` block; inside it,
+/// `#[rpc]` on async methods and
+/// `#[event_handler("source", "event_type", handler_type = "service_pool" | "singleton" | "broadcast", reliable_delivery = true)]`
+/// on async methods that take the event payload.
+pub use shimeji_macros::service;
+
+/// Lists the dependency fields of a service struct. See [`dependency`].
+pub use shimeji_macros::Dependencies;
+
+/// Implements [`Exception`] for an error type. See [`error`].
+pub use shimeji_macros::Exception;
+
+/// What a service module needs in scope.
+pub mod prelude {
+    pub use crate::{
+        service, CallError, Client, Dependencies, DispatchError, EventDispatcher, Exception,
+        HandlerType, RemoteError, RunningServices, Service, ServiceClient, ServiceConfig,
+        ServiceRunner, StartError, WorkerContext,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Used by generated code; not a public API.
+    pub use crate::binding::Binder;
+    pub use crate::dependency::probe;
+    pub use crate::payload::Payload;
+    pub use crate::service::{
+        ArgDescription, EventHandlerDescription, EventHandlerSpec, RpcDescription,
+    };
+    pub use futures::future::BoxFuture;
+    pub use serde;
+    pub use serde_json;
+}

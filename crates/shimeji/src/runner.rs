@@ -1,0 +1,300 @@
+//! The runner: starts a set of services, hands out clients, stops them.
+//!
+//! ```no_run
+//! use shimeji::prelude::*;
+//!
+//! #[derive(Default)]
+//! struct Greeter;
+//!
+//! #[service(name = "greeter")]
+//! impl Greeter {
+//!     #[rpc]
+//!     async fn hello(&self, name: String) -> String {
+//!         format!("Hello, {name}!")
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), StartError> {
+//!     // Serve until SIGTERM or Ctrl-C, then drain and stop.
+//!     ServiceRunner::new().service(Greeter).run().await
+//! }
+//! ```
+//!
+//! Several instances of one service: add it several times. Every instance
+//! takes its share of RPC calls and events.
+
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+use crate::client::{Client, ServiceClient};
+use crate::config::Config;
+use crate::container::{Container, Finished, Settings, StartError};
+use crate::dependency::SetupContext;
+use crate::service::Service;
+use crate::transport::{MemoryTransport, Serving, Transport};
+
+type Starter = Box<
+    dyn FnOnce(
+            Runtime,
+        ) -> BoxFuture<'static, Result<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>, StartError>>
+        + Send,
+>;
+
+#[derive(Clone)]
+struct Runtime {
+    config: Arc<Config>,
+    transport: Arc<dyn Transport>,
+    finished: broadcast::Sender<Finished>,
+}
+
+/// Collects services, then starts them on one transport.
+pub struct ServiceRunner {
+    config: Config,
+    transport: Option<Arc<dyn Transport>>,
+    starters: Vec<Starter>,
+}
+
+impl Default for ServiceRunner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServiceRunner {
+    /// A runner configured from the environment ([`Config::from_env`]), on
+    /// the embedded memory transport.
+    pub fn new() -> Self {
+        Self::with_config(Config::from_env())
+    }
+
+    /// A runner with `config`.
+    pub fn with_config(config: Config) -> Self {
+        ServiceRunner {
+            config,
+            transport: None,
+            starters: Vec::new(),
+        }
+    }
+
+    /// Runs the services on `transport` instead of a fresh [`MemoryTransport`].
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Adds one instance of a service. Add a service again for more instances.
+    pub fn service<S: Service>(self, service: S) -> Self {
+        self.service_arc(Arc::new(service))
+    }
+
+    pub(crate) fn service_arc<S: Service>(mut self, service: Arc<S>) -> Self {
+        self.starters.push(Box::new(move |rt: Runtime| {
+            Box::pin(async move {
+                let container = Container::new(
+                    service,
+                    Settings {
+                        max_workers: rt.config.max_workers(),
+                        parent_calls_tracked: rt.config.parent_calls_tracked(),
+                        drain_timeout: rt.config.drain_timeout(),
+                        finished: rt.finished.clone(),
+                    },
+                );
+                let setup = SetupContext::new(S::NAME, rt.transport.clone(), rt.config.clone());
+                let serving: Serving = container.start(&setup, &rt.transport).await?;
+                let stop: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send> =
+                    Box::new(move || Box::pin(async move { container.stop(serving).await }));
+                Ok(stop)
+            })
+        }));
+        self
+    }
+
+    fn choose_transport(&self) -> Result<Arc<dyn Transport>, StartError> {
+        if let Some(transport) = &self.transport {
+            return Ok(transport.clone());
+        }
+        if self.config.amqp_uri().is_some() {
+            return Err(StartError::Unsupported(
+                "AMQP_URI is set, but this build of shimeji has no AMQP transport; \
+                 unset AMQP_URI to run on the embedded transport"
+                    .into(),
+            ));
+        }
+        Ok(Arc::new(MemoryTransport::new()))
+    }
+
+    /// Starts every service; on failure stops the ones already started.
+    pub async fn start(self) -> Result<RunningServices, StartError> {
+        self.config.validate()?;
+        let transport = self.choose_transport()?;
+        let (finished, _) = broadcast::channel(1024);
+        let rt = Runtime {
+            config: Arc::new(self.config),
+            transport,
+            finished,
+        };
+        let mut running = RunningServices {
+            rt: rt.clone(),
+            stops: Vec::new(),
+        };
+        for start in self.starters {
+            match start(rt.clone()).await {
+                Ok(stop) => running.stops.push(stop),
+                Err(e) => {
+                    running.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(running)
+    }
+
+    /// Starts every service, serves until SIGTERM or Ctrl-C, then stops them
+    /// gracefully.
+    pub async fn run(self) -> Result<(), StartError> {
+        let running = self.start().await?;
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received: draining");
+        running.stop().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Services that run; drop does not stop them, [`stop`](Self::stop) does.
+pub struct RunningServices {
+    rt: Runtime,
+    stops: Vec<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
+}
+
+impl RunningServices {
+    /// A typed client for a service, e.g. `let g: GreeterClient = running.client();`.
+    pub fn client<C: ServiceClient>(&self) -> C {
+        C::from(self.dynamic_client())
+    }
+
+    /// A client that calls any service by name with JSON.
+    pub fn dynamic_client(&self) -> Client {
+        Client::new(self.rt.transport.clone(), self.rt.config.rpc_timeout())
+    }
+
+    /// An event dispatcher that dispatches as service `source`.
+    pub fn event_dispatcher(&self, source: &'static str) -> crate::EventDispatcher {
+        crate::EventDispatcher::new(source, self.rt.transport.clone())
+    }
+
+    /// The transport the services run on.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.rt.transport
+    }
+
+    /// The configuration the services run with.
+    pub fn config(&self) -> &Config {
+        &self.rt.config
+    }
+
+    /// Waits for the next run of `service.entrypoint` to finish. Create the
+    /// waiter *before* triggering the work.
+    ///
+    /// ```
+    /// # use shimeji::prelude::*;
+    /// # use std::time::Duration;
+    /// # #[derive(Default)] struct Mailer;
+    /// # #[service(name = "mailer")]
+    /// # impl Mailer { #[event_handler("accounts", "user_created")] async fn welcome(&self, _user: serde_json::Value) {} }
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let running = ServiceRunner::new().service(Mailer).start().await?;
+    /// let waiter = running.entrypoint_waiter("mailer", "welcome");
+    /// running.event_dispatcher("accounts").dispatch("user_created", serde_json::json!({"id": 1})).await?;
+    /// let finished = waiter.wait(Duration::from_secs(1)).await?;
+    /// assert!(finished.result.is_ok());
+    /// # running.stop().await; Ok(()) }
+    /// ```
+    pub fn entrypoint_waiter(&self, service: &str, entrypoint: &str) -> EntrypointWaiter {
+        EntrypointWaiter {
+            service: service.to_string(),
+            entrypoint: entrypoint.to_string(),
+            finished: self.rt.finished.subscribe(),
+        }
+    }
+
+    /// Stops every service: stop taking work, drain, stop dependencies.
+    pub async fn stop(self) {
+        let stops = self.stops.into_iter().map(|stop| stop());
+        futures::future::join_all(stops).await;
+    }
+}
+
+/// Waits for an entrypoint to finish; see [`RunningServices::entrypoint_waiter`].
+pub struct EntrypointWaiter {
+    service: String,
+    entrypoint: String,
+    finished: broadcast::Receiver<Finished>,
+}
+
+/// The entrypoint did not finish in time.
+#[derive(Debug, thiserror::Error)]
+#[error("`{service}.{entrypoint}` did not finish within {timeout:?}")]
+pub struct WaitTimeout {
+    /// The service waited on.
+    pub service: String,
+    /// The entrypoint waited on.
+    pub entrypoint: String,
+    /// The timeout that ran out.
+    pub timeout: Duration,
+}
+
+impl EntrypointWaiter {
+    /// Resolves with the first matching run that finishes within `timeout`.
+    pub async fn wait(mut self, timeout: Duration) -> Result<Finished, WaitTimeout> {
+        let matching = async {
+            loop {
+                match self.finished.recv().await {
+                    Ok(f) if f.service == self.service && f.entrypoint == self.entrypoint => {
+                        return Some(f)
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, matching).await {
+            Ok(Some(f)) => Ok(f),
+            _ => Err(WaitTimeout {
+                service: self.service,
+                entrypoint: self.entrypoint,
+                timeout,
+            }),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The embedded transport: every service in one process, no broker.
+//!
+//! RPC requests go to one instance of the service, round robin, and run on
+//! the caller's task: no queue, no thread hop, no serialization for typed
+//! clients. Events go to queues named as Nameko names them; each queue hands
+//! an event to one of its consumers on a task of its own. A durable queue
+//! (`reliable_delivery`) keeps events while it has no consumer and hands them
+//! over when one comes back.
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use shimeji::{ServiceRunner, transport::MemoryTransport};
+//!
+//! // The runner uses a fresh MemoryTransport unless told otherwise; share one
+//! // between runners to let them call each other.
+//! let transport = MemoryTransport::new();
+//! let running = ServiceRunner::new().transport(transport.clone()).start().await?;
+//! running.stop().await;
+//! # Ok(()) }
+//! ```
+
+use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{
+    event_queue_name, Binding, DispatchError, Event, Request, ServiceHandler, Serving, Transport,
+    TransportError,
+};
+use crate::error::CallError;
+use crate::payload::Payload;
+use crate::service::HandlerType;
+
+/// The in-process transport. Clones share one broker.
+#[derive(Clone, Default)]
+pub struct MemoryTransport {
+    broker: Arc<Broker>,
+}
+
+#[derive(Default)]
+struct Broker {
+    /// Service name → its serving instances. Read lock-free on every call.
+    rpc: ArcSwap<HashMap<String, Arc<RpcRoute>>>,
+    /// Serializes changes to `rpc`.
+    rpc_changes: Mutex<()>,
+    events: Mutex<EventQueues>,
+}
+
+struct RpcRoute {
+    consumers: Vec<(String, Arc<dyn ServiceHandler>)>,
+    next: AtomicUsize,
+}
+
+#[derive(Default)]
+struct EventQueues {
+    queues: HashMap<String, EventQueue>,
+}
+
+struct EventQueue {
+    source: String,
+    event_type: String,
+    /// Deleted when its last consumer leaves (`reliable_delivery = false`,
+    /// and broadcast queues).
+    auto_delete: bool,
+    consumers: Vec<EventConsumer>,
+    next: usize,
+    /// Events that arrived while no consumer was there.
+    backlog: VecDeque<Event>,
+}
+
+#[derive(Clone)]
+struct EventConsumer {
+    instance_id: String,
+    method: &'static str,
+    handler: Arc<dyn ServiceHandler>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; go on with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemoryTransport {
+    /// A new, empty in-process broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names of the services that have at least one serving instance.
+    pub fn services(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.broker.rpc.load().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Events waiting in queue `queue` for a consumer.
+    pub fn backlog(&self, queue: &str) -> usize {
+        lock(&self.broker.events)
+            .queues
+            .get(queue)
+            .map_or(0, |q| q.backlog.len())
+    }
+}
+
+fn deliver(consumer: EventConsumer, event: Event) {
+    tokio::spawn(async move {
+        let result = consumer
+            .handler
+            .handle_event(consumer.method, event.payload, event.context)
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(
+                method = consumer.method,
+                source = %event.source,
+                event_type = %event.event_type,
+                %error,
+                "event handler failed"
+            );
+        }
+    });
+}
+
+impl Broker {
+    fn add_rpc(&self, service: &str, instance_id: &str, handler: Arc<dyn ServiceHandler>) {
+        let _guard = lock(&self.rpc_changes);
+        let mut map = HashMap::clone(&self.rpc.load());
+        let mut consumers = map
+            .get(service)
+            .map(|r| r.consumers.clone())
+            .unwrap_or_default();
+        consumers.push((instance_id.to_string(), handler));
+        map.insert(
+            service.to_string(),
+            Arc::new(RpcRoute {
+                consumers,
+                next: AtomicUsize::new(0),
+            }),
+        );
+        self.rpc.store(Arc::new(map));
+    }
+
+    fn remove_rpc(&self, service: &str, instance_id: &str) {
+        let _guard = lock(&self.rpc_changes);
+        let mut map = HashMap::clone(&self.rpc.load());
+        if let Some(route) = map.get(service) {
+            let consumers: Vec<_> = route
+                .consumers
+                .iter()
+                .filter(|(id, _)| id != instance_id)
+                .cloned()
+                .collect();
+            if consumers.is_empty() {
+                map.remove(service);
+            } else {
+                map.insert(
+                    service.to_string(),
+                    Arc::new(RpcRoute {
+                        consumers,
+                        next: AtomicUsize::new(0),
+                    }),
+                );
+            }
+        }
+        self.rpc.store(Arc::new(map));
+    }
+
+    fn subscribe(&self, binding: &Binding) -> Result<(), TransportError> {
+        let mut events = lock(&self.events);
+        // Check every declaration before changing anything.
+        for spec in binding.event_handlers {
+            let name = event_queue_name(binding.service, spec, &binding.instance_id);
+            let auto_delete =
+                spec.handler_type == HandlerType::Broadcast || !spec.reliable_delivery;
+            if let Some(q) = events.queues.get(&name) {
+                if q.auto_delete != auto_delete {
+                    return Err(TransportError::Conflict {
+                        queue: name,
+                        message: format!(
+                            "declared with reliable_delivery = {}, now asked with reliable_delivery = {} by {}.{}",
+                            !q.auto_delete, spec.reliable_delivery, binding.service, spec.method
+                        ),
+                    });
+                }
+            }
+        }
+        let mut to_deliver = Vec::new();
+        for spec in binding.event_handlers {
+            let name = event_queue_name(binding.service, spec, &binding.instance_id);
+            let queue = events.queues.entry(name).or_insert_with(|| EventQueue {
+                source: spec.source.to_string(),
+                event_type: spec.event_type.to_string(),
+                auto_delete: spec.handler_type == HandlerType::Broadcast
+                    || !spec.reliable_delivery,
+                consumers: Vec::new(),
+                next: 0,
+                backlog: VecDeque::new(),
+            });
+            queue.consumers.push(EventConsumer {
+                instance_id: binding.instance_id.clone(),
+                method: spec.method,
+                handler: binding.handler.clone(),
+            });
+            while let Some(event) = queue.backlog.pop_front() {
+                to_deliver.push((queue.pick(), event));
+            }
+        }
+        drop(events);
+        for (consumer, event) in to_deliver {
+            deliver(consumer, event);
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&self, instance_id: &str) {
+        let mut events = lock(&self.events);
+        events.queues.retain(|_, q| {
+            q.consumers.retain(|c| c.instance_id != instance_id);
+            !(q.consumers.is_empty() && q.auto_delete)
+        });
+    }
+}
+
+impl EventQueue {
+    fn pick(&mut self) -> EventConsumer {
+        let i = self.next % self.consumers.len();
+        self.next = self.next.wrapping_add(1);
+        self.consumers[i].clone()
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn call(&self, request: Request) -> BoxFuture<'_, Result<Payload, CallError>> {
+        Box::pin(async move {
+            let handler = {
+                let routes = self.broker.rpc.load();
+                let Some(route) = routes.get(request.service.as_ref()) else {
+                    return Err(CallError::UnknownService(request.service.into_owned()));
+                };
+                let i = match route.consumers.len() {
+                    1 => 0,
+                    n => route.next.fetch_add(1, Ordering::Relaxed) % n,
+                };
+                route.consumers[i].1.clone()
+            };
+            handler
+                .handle_rpc(&request.method, request.payload, request.context)
+                .await
+                .map_err(CallError::from_remote)
+        })
+    }
+
+    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+        let mut deliveries = Vec::new();
+        {
+            let mut events = lock(&self.broker.events);
+            for queue in events.queues.values_mut() {
+                if queue.source != event.source || queue.event_type != event.event_type {
+                    continue;
+                }
+                if queue.consumers.is_empty() {
+                    queue.backlog.push_back(event.clone());
+                } else {
+                    deliveries.push(queue.pick());
+                }
+            }
+        }
+        // Hand the event itself to the last delivery, clones to the others.
+        if let Some(last) = deliveries.pop() {
+            for consumer in deliveries {
+                deliver(consumer, event.clone());
+            }
+            deliver(last, event);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>> {
+        Box::pin(async move {
+            self.broker.subscribe(&binding)?;
+            if binding.has_rpc {
+                self.broker.add_rpc(
+                    binding.service,
+                    &binding.instance_id,
+                    binding.handler.clone(),
+                );
+            }
+            let broker = self.broker.clone();
+            let service = binding.service;
+            let instance_id = binding.instance_id;
+            Ok(Serving::new(move || {
+                Box::pin(async move {
+                    broker.remove_rpc(service, &instance_id);
+                    broker.unsubscribe(&instance_id);
+                })
+            }))
+        })
+    }
+}

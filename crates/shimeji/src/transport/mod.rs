@@ -1,0 +1,184 @@
+//! Transports move requests, replies and events between services.
+//!
+//! [`Transport`] is the whole boundary: send a request and await its reply,
+//! publish an event, serve a service instance (its RPC queue and its event
+//! handler queues). The container owns lifecycle, concurrency and draining;
+//! a transport only routes and moves payloads.
+//!
+//! [`MemoryTransport`] is the default: every service in one process, no
+//! broker. It keeps Nameko's topology (one RPC queue per service, event
+//! queues named and shared per handler type) so a program behaves the same
+//! when it moves to a broker.
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::context::WorkerContext;
+use crate::error::{CallError, RemoteError};
+use crate::payload::Payload;
+use crate::service::{EventHandlerSpec, HandlerType};
+
+pub mod memory;
+
+pub use memory::MemoryTransport;
+
+/// A request on its way to a service.
+#[derive(Debug)]
+pub struct Request {
+    /// The service called.
+    pub service: Cow<'static, str>,
+    /// The method called.
+    pub method: Cow<'static, str>,
+    /// The arguments.
+    pub payload: Payload,
+    /// The caller's context, carried to the callee.
+    pub context: Option<WorkerContext>,
+}
+
+/// An event on its way to its handlers.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The dispatching service.
+    pub source: Cow<'static, str>,
+    /// The event type.
+    pub event_type: Cow<'static, str>,
+    /// The payload.
+    pub payload: Value,
+    /// The dispatching worker's context.
+    pub context: Option<WorkerContext>,
+}
+
+/// A failure to publish an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The dispatcher is not set up: it is not a field of a running service.
+    #[error("the event dispatcher is not set up: make it a field of a service struct that derives `Dependencies`, and start the service")]
+    NotSetUp,
+    /// The payload could not be encoded as JSON.
+    #[error("could not encode the event payload: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The transport failed.
+    #[error("transport error: {0}")]
+    Transport(String),
+}
+
+/// A failure to start serving a service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// A queue exists with other settings than the ones asked for.
+    #[error("queue `{queue}` conflicts with an earlier declaration: {message}")]
+    Conflict {
+        /// The queue.
+        queue: String,
+        /// What differs.
+        message: String,
+    },
+    /// The transport failed.
+    #[error("transport error: {0}")]
+    Other(String),
+}
+
+/// What a transport hands work to: one running service instance.
+pub trait ServiceHandler: Send + Sync + 'static {
+    /// Runs RPC entrypoint `method` for a request from `caller`.
+    fn handle_rpc<'a>(
+        &'a self,
+        method: &'a str,
+        payload: Payload,
+        caller: Option<WorkerContext>,
+    ) -> BoxFuture<'a, Result<Payload, RemoteError>>;
+
+    /// Runs event handler `method` for an event dispatched by `caller`.
+    fn handle_event(
+        &self,
+        method: &'static str,
+        payload: Value,
+        caller: Option<WorkerContext>,
+    ) -> BoxFuture<'_, Result<(), RemoteError>>;
+}
+
+/// A service instance to serve: its RPC queue and its event handlers.
+#[derive(Clone)]
+pub struct Binding {
+    /// The service's name.
+    pub service: &'static str,
+    /// Unique id of this instance (also the broadcast queue identifier).
+    pub instance_id: String,
+    /// The instance's worker limit (the broker prefetch on AMQP).
+    pub max_workers: usize,
+    /// Whether the service has RPC entrypoints.
+    pub has_rpc: bool,
+    /// The event handlers to subscribe.
+    pub event_handlers: &'static [EventHandlerSpec],
+    /// Where the work goes.
+    pub handler: Arc<dyn ServiceHandler>,
+}
+
+/// A serving instance; [`Serving::stop`] stops taking new work.
+pub struct Serving {
+    stop: Option<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
+}
+
+impl Serving {
+    /// A serving handle whose `stop` runs `stop`.
+    pub fn new(stop: impl FnOnce() -> BoxFuture<'static, ()> + Send + 'static) -> Self {
+        Serving {
+            stop: Some(Box::new(stop)),
+        }
+    }
+
+    /// Stops consuming: no new requests or events reach the instance.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop().await;
+        }
+    }
+}
+
+/// Moves requests, replies and events.
+pub trait Transport: Send + Sync + 'static {
+    /// A short name for logs (`memory`, `amqp`).
+    fn name(&self) -> &'static str;
+
+    /// Sends a request and waits for its reply. The caller applies the timeout.
+    fn call(&self, request: Request) -> BoxFuture<'_, Result<Payload, CallError>>;
+
+    /// Publishes an event to every queue bound to it.
+    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>>;
+
+    /// Starts consuming for a service instance.
+    fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>>;
+}
+
+/// The name of the queue an event handler consumes from, as Nameko names it.
+///
+/// ```
+/// use shimeji::service::{EventHandlerSpec, HandlerType};
+/// use shimeji::transport::event_queue_name;
+///
+/// let spec = EventHandlerSpec {
+///     method: "welcome", source: "accounts", event_type: "user_created",
+///     handler_type: HandlerType::ServicePool, reliable_delivery: true,
+/// };
+/// assert_eq!(event_queue_name("greeter", &spec, "abc"), "evt-accounts-user_created--greeter.welcome");
+/// ```
+pub fn event_queue_name(service: &str, spec: &EventHandlerSpec, instance_id: &str) -> String {
+    let EventHandlerSpec {
+        method,
+        source,
+        event_type,
+        handler_type,
+        ..
+    } = spec;
+    match handler_type {
+        HandlerType::ServicePool => format!("evt-{source}-{event_type}--{service}.{method}"),
+        HandlerType::Singleton => format!("evt-{source}-{event_type}"),
+        HandlerType::Broadcast => {
+            format!("evt-{source}-{event_type}--{service}.{method}-{instance_id}")
+        }
+    }
+}
