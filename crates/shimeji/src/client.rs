@@ -177,7 +177,13 @@ impl Client {
             payload,
             context: context::current(),
         };
-        match tokio::time::timeout(timeout, bound.transport.call(request)).await {
+        let mut call = bound.transport.call(request);
+        // A call that completes on its first poll (in-process, mostly) needs
+        // no timer: arm the timeout only when the reply has to be waited for.
+        if let std::task::Poll::Ready(result) = futures::poll!(&mut call) {
+            return result;
+        }
+        match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(CallError::Timeout {
                 service: service.into_owned(),

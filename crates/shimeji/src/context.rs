@@ -43,24 +43,23 @@ tokio::task_local! {
 
 /// The context of one entrypoint run, or of the outside caller that started a chain.
 ///
-/// Cheap to clone (one `Arc`).
+/// Cheap to clone: its parts are shared, and a context with no parent and
+/// no data holds no allocation at all.
 #[derive(Clone)]
 pub struct WorkerContext {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     /// `None` for a root context (a caller outside any service).
     call_id: Option<CallId>,
     parent: Parent,
-    data: Arc<Map<String, Value>>,
+    /// `None` when there is no context data.
+    data: Option<Arc<Map<String, Value>>>,
     parent_calls_tracked: usize,
 }
 
+#[derive(Clone)]
 enum Parent {
     None,
     /// A caller in this process.
-    Local(WorkerContext),
+    Local(Arc<WorkerContext>),
     /// A caller known only by the stack it sent (a wire transport).
     Stack(Arc<[String]>),
 }
@@ -82,17 +81,17 @@ fn new_uuid() -> Uuid {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid()
 }
 
+static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
 impl WorkerContext {
     /// An empty root context: no call id, no data. Add data with
     /// [`with_data`](Self::with_data) and run code in it with [`scope`].
     pub fn root() -> Self {
         WorkerContext {
-            inner: Arc::new(Inner {
-                call_id: None,
-                parent: Parent::None,
-                data: Arc::new(Map::new()),
-                parent_calls_tracked: DEFAULT_PARENT_CALLS_TRACKED,
-            }),
+            call_id: None,
+            parent: Parent::None,
+            data: None,
+            parent_calls_tracked: DEFAULT_PARENT_CALLS_TRACKED,
         }
     }
 
@@ -100,16 +99,14 @@ impl WorkerContext {
     /// and context data it sent (keys without the `nameko.` prefix).
     pub fn from_wire(call_id_stack: Vec<String>, data: Map<String, Value>) -> Self {
         WorkerContext {
-            inner: Arc::new(Inner {
-                call_id: None,
-                parent: if call_id_stack.is_empty() {
-                    Parent::None
-                } else {
-                    Parent::Stack(call_id_stack.into())
-                },
-                data: Arc::new(data),
-                parent_calls_tracked: DEFAULT_PARENT_CALLS_TRACKED,
-            }),
+            call_id: None,
+            parent: if call_id_stack.is_empty() {
+                Parent::None
+            } else {
+                Parent::Stack(call_id_stack.into())
+            },
+            data: (!data.is_empty()).then(|| Arc::new(data)),
+            parent_calls_tracked: DEFAULT_PARENT_CALLS_TRACKED,
         }
     }
 
@@ -120,83 +117,69 @@ impl WorkerContext {
         parent: Option<WorkerContext>,
         parent_calls_tracked: usize,
     ) -> Self {
-        let data = match &parent {
-            Some(p) => p.inner.data.clone(),
-            None => Arc::new(Map::new()),
-        };
-        let parent = match parent {
-            None => Parent::None,
-            Some(p) if p.inner.call_id.is_none() => match &p.inner.parent {
-                Parent::None => Parent::None,
-                Parent::Local(grand) => Parent::Local(grand.clone()),
-                Parent::Stack(s) => Parent::Stack(s.clone()),
-            },
-            Some(p) => Parent::Local(p),
+        let (parent, data) = match parent {
+            None => (Parent::None, None),
+            // A root context is no hop of its own: take over what it carries.
+            Some(p) if p.call_id.is_none() => (p.parent, p.data),
+            Some(p) => {
+                let data = p.data.clone();
+                (Parent::Local(Arc::new(p)), data)
+            }
         };
         WorkerContext {
-            inner: Arc::new(Inner {
-                call_id: Some(CallId {
-                    service,
-                    entrypoint,
-                    id: new_uuid(),
-                }),
-                parent,
-                data,
-                parent_calls_tracked,
+            call_id: Some(CallId {
+                service,
+                entrypoint,
+                id: new_uuid(),
             }),
+            parent,
+            data,
+            parent_calls_tracked,
         }
     }
 
     /// A copy of this context with one more data key (e.g. `user_id`).
     pub fn with_data(&self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        let mut data = (*self.inner.data).clone();
+        let mut data = self.data.as_deref().cloned().unwrap_or_default();
         data.insert(key.into(), value.into());
         WorkerContext {
-            inner: Arc::new(Inner {
-                call_id: self.inner.call_id.clone(),
-                parent: match &self.inner.parent {
-                    Parent::None => Parent::None,
-                    Parent::Local(p) => Parent::Local(p.clone()),
-                    Parent::Stack(s) => Parent::Stack(s.clone()),
-                },
-                data: Arc::new(data),
-                parent_calls_tracked: self.inner.parent_calls_tracked,
-            }),
+            data: Some(Arc::new(data)),
+            ..self.clone()
         }
     }
 
     /// This worker's call id, `{service}.{entrypoint}.{uuid}`; `None` for a root context.
     pub fn call_id(&self) -> Option<String> {
-        self.inner.call_id.as_ref().map(ToString::to_string)
+        self.call_id.as_ref().map(ToString::to_string)
     }
 
     /// The service running this worker.
     pub fn service(&self) -> Option<&'static str> {
-        self.inner.call_id.as_ref().map(|c| c.service)
+        self.call_id.as_ref().map(|c| c.service)
     }
 
     /// The entrypoint running this worker.
     pub fn entrypoint(&self) -> Option<&'static str> {
-        self.inner.call_id.as_ref().map(|c| c.entrypoint)
+        self.call_id.as_ref().map(|c| c.entrypoint)
     }
 
     /// The call id of the worker that called this one, if any.
     pub fn parent_call_id(&self) -> Option<String> {
         let stack = self.call_id_stack();
-        let own = usize::from(self.inner.call_id.is_some());
+        let own = usize::from(self.call_id.is_some());
         stack.len().checked_sub(own + 1).map(|i| stack[i].clone())
     }
 
     /// The call ids of the hops that led here, oldest first, this worker's
     /// own call id last. At most `parent_calls_tracked` parents are kept.
     pub fn call_id_stack(&self) -> Vec<String> {
-        let mut stack = match &self.inner.parent {
+        let mut stack = match &self.parent {
             Parent::None => Vec::new(),
             Parent::Local(p) => p.call_id_stack(),
             Parent::Stack(s) => s.to_vec(),
         };
-        if let Some(id) = &self.inner.call_id {
-            let keep = self.inner.parent_calls_tracked;
+        if let Some(id) = &self.call_id {
+            let keep = self.parent_calls_tracked;
             if stack.len() > keep {
                 stack.drain(..stack.len() - keep);
             }
@@ -207,12 +190,12 @@ impl WorkerContext {
 
     /// One context data value (`user_id`, `language`, `auth_token`, …).
     pub fn data(&self, key: &str) -> Option<&Value> {
-        self.inner.data.get(key)
+        self.data_map().get(key)
     }
 
     /// All context data.
     pub fn data_map(&self) -> &Map<String, Value> {
-        &self.inner.data
+        self.data.as_deref().unwrap_or(&EMPTY)
     }
 
     /// The `user_id` context value, when it is a string.
@@ -237,7 +220,7 @@ impl fmt::Debug for WorkerContext {
         f.debug_struct("WorkerContext")
             .field("call_id", &self.call_id())
             .field("call_id_stack", &self.call_id_stack())
-            .field("data_keys", &self.inner.data.keys().collect::<Vec<_>>())
+            .field("data_keys", &self.data_map().keys().collect::<Vec<_>>())
             .finish()
     }
 }

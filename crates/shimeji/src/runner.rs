@@ -25,13 +25,14 @@
 //! takes its share of RPC calls and events.
 
 use futures::future::BoxFuture;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::client::{Client, ServiceClient};
 use crate::config::Config;
-use crate::container::{Container, Finished, Settings, StartError};
+use crate::container::{Container, Finished, Observers, Settings, StartError};
 use crate::dependency::SetupContext;
 use crate::service::Service;
 use crate::transport::{MemoryTransport, Serving, Transport};
@@ -47,7 +48,7 @@ type Starter = Box<
 struct Runtime {
     config: Arc<Config>,
     transport: Arc<dyn Transport>,
-    finished: broadcast::Sender<Finished>,
+    observers: Arc<Observers>,
 }
 
 /// Collects services, then starts them on one transport.
@@ -99,7 +100,7 @@ impl ServiceRunner {
                         max_workers: rt.config.max_workers(),
                         parent_calls_tracked: rt.config.parent_calls_tracked(),
                         drain_timeout: rt.config.drain_timeout(),
-                        finished: rt.finished.clone(),
+                        observers: rt.observers.clone(),
                     },
                 );
                 let setup = SetupContext::new(S::NAME, rt.transport.clone(), rt.config.clone());
@@ -130,11 +131,10 @@ impl ServiceRunner {
     pub async fn start(self) -> Result<RunningServices, StartError> {
         self.config.validate()?;
         let transport = self.choose_transport()?;
-        let (finished, _) = broadcast::channel(1024);
         let rt = Runtime {
             config: Arc::new(self.config),
             transport,
-            finished,
+            observers: Observers::new(),
         };
         let mut running = RunningServices {
             rt: rt.clone(),
@@ -241,10 +241,14 @@ impl RunningServices {
     /// # running.stop().await; Ok(()) }
     /// ```
     pub fn entrypoint_waiter(&self, service: &str, entrypoint: &str) -> EntrypointWaiter {
+        let observers = self.rt.observers.clone();
+        let finished = observers.finished.subscribe();
+        observers.watching.fetch_add(1, Ordering::Relaxed);
         EntrypointWaiter {
             service: service.to_string(),
             entrypoint: entrypoint.to_string(),
-            finished: self.rt.finished.subscribe(),
+            finished,
+            observers,
         }
     }
 
@@ -260,6 +264,13 @@ pub struct EntrypointWaiter {
     service: String,
     entrypoint: String,
     finished: broadcast::Receiver<Finished>,
+    observers: Arc<Observers>,
+}
+
+impl Drop for EntrypointWaiter {
+    fn drop(&mut self) {
+        self.observers.watching.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The entrypoint did not finish in time.
@@ -291,8 +302,8 @@ impl EntrypointWaiter {
         match tokio::time::timeout(timeout, matching).await {
             Ok(Some(f)) => Ok(f),
             _ => Err(WaitTimeout {
-                service: self.service,
-                entrypoint: self.entrypoint,
+                service: self.service.clone(),
+                entrypoint: self.entrypoint.clone(),
                 timeout,
             }),
         }

@@ -41,8 +41,9 @@ pub struct MemoryTransport {
 
 #[derive(Default)]
 struct Broker {
-    /// Service name → its serving instances. Read lock-free on every call.
-    rpc: ArcSwap<HashMap<String, Arc<RpcRoute>>>,
+    /// Service name → its serving instances. Read lock-free on every call;
+    /// a short list beats hashing the name.
+    rpc: ArcSwap<Vec<(String, Arc<RpcRoute>)>>,
     /// Serializes changes to `rpc`.
     rpc_changes: Mutex<()>,
     events: Mutex<EventQueues>,
@@ -72,6 +73,7 @@ struct EventQueue {
 
 #[derive(Clone)]
 struct EventConsumer {
+    queue: Arc<str>,
     instance_id: String,
     method: &'static str,
     handler: Arc<dyn ServiceHandler>,
@@ -90,7 +92,7 @@ impl MemoryTransport {
 
     /// Names of the services that have at least one serving instance.
     pub fn services(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.broker.rpc.load().keys().cloned().collect();
+        let mut names: Vec<String> = self.broker.rpc.load().iter().map(|(n, _)| n.clone()).collect();
         names.sort();
         names
     }
@@ -104,69 +106,86 @@ impl MemoryTransport {
     }
 }
 
-fn deliver(consumer: EventConsumer, event: Event) {
+/// True for the error of an instance that refused work because it is
+/// stopping: the work goes elsewhere, nothing is lost.
+fn refused(error: &crate::error::RemoteError) -> bool {
+    error.exc_type == "ServiceStopping"
+}
+
+fn deliver(broker: Arc<Broker>, consumer: EventConsumer, event: Event) {
     tokio::spawn(async move {
         let result = consumer
             .handler
-            .handle_event(consumer.method, event.payload, event.context)
+            .handle_event(consumer.method, event.payload.clone(), event.context.clone())
             .await;
-        if let Err(error) = result {
-            tracing::warn!(
+        match result {
+            Err(error) if refused(&error) => broker.requeue(&consumer.queue, event),
+            Err(error) => tracing::warn!(
                 method = consumer.method,
                 source = %event.source,
                 event_type = %event.event_type,
                 %error,
                 "event handler failed"
-            );
+            ),
+            Ok(()) => {}
         }
     });
 }
 
 impl Broker {
+    /// Puts back an event that a stopping instance refused.
+    fn requeue(self: &Arc<Self>, queue: &str, event: Event) {
+        let mut events = lock(&self.events);
+        let Some(q) = events.queues.get_mut(queue) else {
+            tracing::warn!(queue, "event dropped: its queue was deleted with its last consumer");
+            return;
+        };
+        if q.consumers.is_empty() {
+            q.backlog.push_back(event);
+        } else {
+            let consumer = q.pick();
+            drop(events);
+            deliver(self.clone(), consumer, event);
+        }
+    }
+
     fn add_rpc(&self, service: &str, instance_id: &str, handler: Arc<dyn ServiceHandler>) {
-        let _guard = lock(&self.rpc_changes);
-        let mut map = HashMap::clone(&self.rpc.load());
-        let mut consumers = map
-            .get(service)
-            .map(|r| r.consumers.clone())
-            .unwrap_or_default();
-        consumers.push((instance_id.to_string(), handler));
-        map.insert(
-            service.to_string(),
-            Arc::new(RpcRoute {
-                consumers,
-                next: AtomicUsize::new(0),
-            }),
-        );
-        self.rpc.store(Arc::new(map));
+        self.change_route(service, |consumers| {
+            consumers.push((instance_id.to_string(), handler));
+        });
     }
 
     fn remove_rpc(&self, service: &str, instance_id: &str) {
-        let _guard = lock(&self.rpc_changes);
-        let mut map = HashMap::clone(&self.rpc.load());
-        if let Some(route) = map.get(service) {
-            let consumers: Vec<_> = route
-                .consumers
-                .iter()
-                .filter(|(id, _)| id != instance_id)
-                .cloned()
-                .collect();
-            if consumers.is_empty() {
-                map.remove(service);
-            } else {
-                map.insert(
-                    service.to_string(),
-                    Arc::new(RpcRoute {
-                        consumers,
-                        next: AtomicUsize::new(0),
-                    }),
-                );
-            }
-        }
-        self.rpc.store(Arc::new(map));
+        self.change_route(service, |consumers| {
+            consumers.retain(|(id, _)| id != instance_id);
+        });
     }
 
-    fn subscribe(&self, binding: &Binding) -> Result<(), TransportError> {
+    fn change_route(
+        &self,
+        service: &str,
+        change: impl FnOnce(&mut Vec<(String, Arc<dyn ServiceHandler>)>),
+    ) {
+        let _guard = lock(&self.rpc_changes);
+        let mut routes = Vec::clone(&self.rpc.load());
+        let mut consumers = match routes.iter().position(|(name, _)| name == service) {
+            Some(i) => routes.remove(i).1.consumers.clone(),
+            None => Vec::new(),
+        };
+        change(&mut consumers);
+        if !consumers.is_empty() {
+            routes.push((
+                service.to_string(),
+                Arc::new(RpcRoute {
+                    consumers,
+                    next: AtomicUsize::new(0),
+                }),
+            ));
+        }
+        self.rpc.store(Arc::new(routes));
+    }
+
+    fn subscribe(self: &Arc<Self>, binding: &Binding) -> Result<(), TransportError> {
         let mut events = lock(&self.events);
         // Check every declaration before changing anything.
         for spec in binding.event_handlers {
@@ -188,7 +207,7 @@ impl Broker {
         let mut to_deliver = Vec::new();
         for spec in binding.event_handlers {
             let name = event_queue_name(binding.service, spec, &binding.instance_id);
-            let queue = events.queues.entry(name).or_insert_with(|| EventQueue {
+            let queue = events.queues.entry(name.clone()).or_insert_with(|| EventQueue {
                 source: spec.source.to_string(),
                 event_type: spec.event_type.to_string(),
                 auto_delete: spec.handler_type == HandlerType::Broadcast
@@ -198,6 +217,7 @@ impl Broker {
                 backlog: VecDeque::new(),
             });
             queue.consumers.push(EventConsumer {
+                queue: name.into(),
                 instance_id: binding.instance_id.clone(),
                 method: spec.method,
                 handler: binding.handler.clone(),
@@ -208,7 +228,7 @@ impl Broker {
         }
         drop(events);
         for (consumer, event) in to_deliver {
-            deliver(consumer, event);
+            deliver(self.clone(), consumer, event);
         }
         Ok(())
     }
@@ -239,7 +259,7 @@ impl Transport for MemoryTransport {
         Box::pin(async move {
             let handler = {
                 let routes = self.broker.rpc.load();
-                let Some(route) = routes.get(request.service.as_ref()) else {
+                let Some((_, route)) = routes.iter().find(|(name, _)| name == &request.service) else {
                     return Err(CallError::UnknownService(request.service.into_owned()));
                 };
                 let i = match route.consumers.len() {
@@ -273,9 +293,9 @@ impl Transport for MemoryTransport {
         // Hand the event itself to the last delivery, clones to the others.
         if let Some(last) = deliveries.pop() {
             for consumer in deliveries {
-                deliver(consumer, event.clone());
+                deliver(self.broker.clone(), consumer, event.clone());
             }
-            deliver(last, event);
+            deliver(self.broker.clone(), last, event);
         }
         Box::pin(async { Ok(()) })
     }

@@ -15,8 +15,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, Notify, Semaphore};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+mod limit;
+
+use limit::WorkerLimit;
 
 use crate::context::{self, WorkerContext};
 use crate::dependency::{DependencyError, SetupContext};
@@ -72,30 +76,33 @@ pub(crate) struct Settings {
     pub max_workers: usize,
     pub parent_calls_tracked: usize,
     pub drain_timeout: Duration,
-    pub finished: broadcast::Sender<Finished>,
+    pub observers: Arc<Observers>,
+}
+
+/// Where finished entrypoint runs are announced, for waiters.
+pub(crate) struct Observers {
+    pub(crate) finished: broadcast::Sender<Finished>,
+    /// How many waiters listen: nothing is sent while none does.
+    pub(crate) watching: AtomicUsize,
+}
+
+impl Observers {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Observers {
+            finished: broadcast::channel(1024).0,
+            watching: AtomicUsize::new(0),
+        })
+    }
 }
 
 pub(crate) struct Container<S: Service> {
     service: Arc<S>,
     instance_id: String,
-    permits: Semaphore,
-    in_flight: AtomicUsize,
-    idle: Notify,
+    workers: WorkerLimit,
     accepting: AtomicBool,
     kill: CancellationToken,
     worker_hooks: bool,
     settings: Settings,
-}
-
-/// Counts a worker in flight for as long as it lives.
-struct InFlight<'a>(&'a AtomicUsize, &'a Notify);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if self.0.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.1.notify_waiters();
-        }
-    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -117,9 +124,7 @@ impl<S: Service> Container<S> {
         Arc::new(Container {
             service,
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
-            permits: Semaphore::new(settings.max_workers),
-            in_flight: AtomicUsize::new(0),
-            idle: Notify::new(),
+            workers: WorkerLimit::new(settings.max_workers),
             accepting: AtomicBool::new(true),
             kill: CancellationToken::new(),
             worker_hooks,
@@ -169,35 +174,27 @@ impl<S: Service> Container<S> {
 
     /// Stops taking work, drains the workers in flight, stops the dependencies.
     pub(crate) async fn stop(&self, serving: Serving) {
-        self.accepting.store(false, Ordering::Release);
+        // No new work is routed here; work already routed is refused and
+        // goes to another instance, or back to its queue.
         serving.stop().await;
-        let drained = tokio::time::timeout(self.settings.drain_timeout, self.wait_idle())
+        self.accepting.store(false, Ordering::Release);
+        let all = self.settings.max_workers;
+        let drained = tokio::time::timeout(self.settings.drain_timeout, self.workers.acquire_all(all))
             .await
             .is_ok();
         if !drained {
             tracing::warn!(
                 service = S::NAME,
-                in_flight = self.in_flight.load(Ordering::Acquire),
                 "drain timeout ran out: cancelling the workers still running"
             );
             self.kill.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.wait_idle()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.workers.acquire_all(all)).await;
         }
-        self.permits.close();
+        self.workers.close();
         for dep in self.service.dependencies() {
             dep.stop().await;
         }
         tracing::info!(service = S::NAME, instance = %self.instance_id, "service stopped");
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
     }
 
     /// Runs one worker: permit, context, per-call hooks, panic guard.
@@ -210,19 +207,14 @@ impl<S: Service> Container<S> {
     where
         F: Future<Output = Result<T, RemoteError>> + Send + 'a,
     {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _in_flight = InFlight(&self.in_flight, &self.idle);
         if !self.accepting.load(Ordering::Acquire) {
             return Err(RemoteError::service_stopping(S::NAME));
         }
-        let _permit = match self.permits.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| RemoteError::service_stopping(S::NAME))?,
-        };
+        let _slot = self
+            .workers
+            .acquire()
+            .await
+            .map_err(|_| RemoteError::service_stopping(S::NAME))?;
         let ctx = WorkerContext::for_worker(
             S::NAME,
             entrypoint,
@@ -238,24 +230,32 @@ impl<S: Service> Container<S> {
             dep.worker_setup(&ctx);
         }
         let guarded = AssertUnwindSafe(work(&self.service)).catch_unwind();
-        let result = tokio::select! {
-            biased;
-            outcome = context::scope(ctx.clone(), guarded) => match outcome {
-                Ok(result) => result,
-                Err(panic) => {
-                    let message = panic_message(panic.as_ref());
-                    tracing::error!(service = S::NAME, entrypoint, panic = %message, "entrypoint panicked");
-                    Err(RemoteError::panicked(message))
-                }
+        let mut worker = std::pin::pin!(context::scope(ctx.clone(), guarded));
+        // Most workers finish on their first poll; only one that waits needs
+        // to listen for the kill signal too.
+        let outcome = match futures::poll!(worker.as_mut()) {
+            std::task::Poll::Ready(outcome) => Some(outcome),
+            std::task::Poll::Pending => tokio::select! {
+                biased;
+                outcome = worker => Some(outcome),
+                _ = self.kill.cancelled() => None,
             },
-            _ = self.kill.cancelled() => Err(RemoteError::worker_killed(S::NAME)),
+        };
+        let result = match outcome {
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(service = S::NAME, entrypoint, panic = %message, "entrypoint panicked");
+                Err(RemoteError::panicked(message))
+            }
+            None => Err(RemoteError::worker_killed(S::NAME)),
         };
         for dep in &deps {
             dep.worker_result(&ctx, result.as_ref().map(|_| ()));
             dep.worker_teardown(&ctx);
         }
-        if self.settings.finished.receiver_count() > 0 {
-            let _ = self.settings.finished.send(Finished {
+        if self.settings.observers.watching.load(Ordering::Relaxed) > 0 {
+            let _ = self.settings.observers.finished.send(Finished {
                 service: S::NAME,
                 entrypoint,
                 call_id: ctx.call_id().unwrap_or_default(),

@@ -1,0 +1,251 @@
+//! Side-by-side comparison: shimeji's in-memory RPC against calling the
+//! method directly and against Moleculer's local broker, in one run.
+//!
+//! ```text
+//! cargo bench --bench compare              # 3 rounds, medians
+//! ROUNDS=5 CALLS=200000 cargo bench --bench compare
+//! ```
+//!
+//! Moleculer runs from `bench/moleculer` (its `run.sh` installs the pinned
+//! npm package on first use). Every figure is the median of `ROUNDS` rounds;
+//! each round runs every contender, so noise on the machine hits all alike.
+
+use shimeji::prelude::*;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Greeter;
+
+#[service(name = "greeter")]
+impl Greeter {
+    #[rpc]
+    async fn hello(&self, name: String) -> String {
+        format!("Hello, {name}!")
+    }
+}
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    seq_calls_per_sec: f64,
+    seq_p50_us: f64,
+    seq_p99_us: f64,
+    c64_calls_per_sec: f64,
+}
+
+/// Runs `call` `calls` times one after another, timing each call.
+async fn sequential<F, Fut>(calls: usize, call: F) -> (f64, f64, f64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..calls / 10 {
+        call().await;
+    }
+    let mut lat = Vec::with_capacity(calls);
+    let start = Instant::now();
+    for _ in 0..calls {
+        let t = Instant::now();
+        call().await;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    let total = start.elapsed();
+    lat.sort_unstable();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    (calls as f64 / total.as_secs_f64(), p(0.50), p(0.99))
+}
+
+/// Runs `calls` calls from 64 concurrent tasks; each task owns a clone of
+/// `state` so that no reference count is shared between the calls.
+async fn concurrent<S, F, Fut>(calls: usize, state: S, call: F) -> f64
+where
+    S: Clone + Send + 'static,
+    F: Fn(S) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = S> + Send,
+{
+    let run = |n: usize| {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let counter = counter.clone();
+                let mut state = state.clone();
+                tokio::spawn(async move {
+                    while counter.fetch_add(1, Ordering::Relaxed) < n {
+                        state = call(state).await;
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                t.await.expect("bench task panicked");
+            }
+        }
+    };
+    run(calls / 10).await;
+    let start = Instant::now();
+    run(calls).await;
+    calls as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn measure_shimeji(calls: usize, calls64: usize, greeter: &GreeterClient) -> Figures {
+    let (seq, p50, p99) = sequential(calls, || async {
+        let reply = greeter.hello("Ada".into()).await.expect("call failed");
+        std::hint::black_box(reply);
+    })
+    .await;
+    let c64 = concurrent(calls64, greeter.clone(), |g: GreeterClient| async move {
+        let reply = g.hello("Ada".into()).await.expect("call failed");
+        std::hint::black_box(reply);
+        g
+    })
+    .await;
+    Figures {
+        seq_calls_per_sec: seq,
+        seq_p50_us: p50,
+        seq_p99_us: p99,
+        c64_calls_per_sec: c64,
+    }
+}
+
+async fn measure_direct(calls: usize, calls64: usize) -> Figures {
+    let svc = Greeter;
+    let (seq, p50, p99) = sequential(calls, || async {
+        std::hint::black_box(svc.hello(std::hint::black_box("Ada".into())).await);
+    })
+    .await;
+    let c64 = concurrent(calls64, (), |()| async move {
+        std::hint::black_box(Greeter.hello(std::hint::black_box("Ada".into())).await);
+    })
+    .await;
+    Figures {
+        seq_calls_per_sec: seq,
+        seq_p50_us: p50,
+        seq_p99_us: p99,
+        c64_calls_per_sec: c64,
+    }
+}
+
+fn measure_moleculer(calls: usize, calls64: usize) -> Result<Figures, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/moleculer/run.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .env("CALLS", calls.to_string())
+        .env("CALLS64", calls64.to_string())
+        .env("ROUNDS", "1")
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("bad output {line:?}: {e}"))?;
+    let f = |k: &str| v[k].as_f64().ok_or_else(|| format!("missing {k} in {line}"));
+    Ok(Figures {
+        seq_calls_per_sec: f("seq_calls_per_sec")?,
+        seq_p50_us: f("seq_p50_us")?,
+        seq_p99_us: f("seq_p99_us")?,
+        c64_calls_per_sec: f("c64_calls_per_sec")?,
+    })
+}
+
+fn medians(rounds: &[Figures]) -> Figures {
+    let m = |f: fn(&Figures) -> f64| median(rounds.iter().map(f).collect());
+    Figures {
+        seq_calls_per_sec: m(|f| f.seq_calls_per_sec),
+        seq_p50_us: m(|f| f.seq_p50_us),
+        seq_p99_us: m(|f| f.seq_p99_us),
+        c64_calls_per_sec: m(|f| f.c64_calls_per_sec),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this once, small.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let rounds = env_usize("ROUNDS", if quick { 1 } else { 3 });
+    let calls = env_usize("CALLS", if quick { 2_000 } else { 200_000 });
+    let calls64 = env_usize("CALLS64", if quick { 5_000 } else { 1_000_000 });
+    let with_peer = !quick && std::env::var("SKIP_MOLECULER").is_err();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (running, greeter) = rt.block_on(async {
+        let running = ServiceRunner::with_config(Config::new())
+            .service(Greeter)
+            .start()
+            .await
+            .expect("start greeter");
+        let greeter: GreeterClient = running.client();
+        (running, greeter)
+    });
+
+    let mut ours = Vec::new();
+    let mut direct = Vec::new();
+    let mut peer = Vec::new();
+    let mut peer_error = None;
+    for round in 1..=rounds {
+        ours.push(rt.block_on(measure_shimeji(calls, calls64, &greeter)));
+        direct.push(rt.block_on(measure_direct(calls, calls64)));
+        if with_peer {
+            match measure_moleculer(calls, calls64) {
+                Ok(f) => peer.push(f),
+                Err(e) => peer_error = Some(e),
+            }
+        }
+        eprintln!("round {round}/{rounds} done");
+    }
+    rt.block_on(running.stop());
+    std::thread::sleep(Duration::from_millis(10));
+
+    let ours = medians(&ours);
+    let direct = medians(&direct);
+    let row = |name: &str, f: &Figures| {
+        println!(
+            "| {name:<28} | {:>12.0} | {:>8.2} | {:>8.2} | {:>12.0} |",
+            f.seq_calls_per_sec, f.seq_p50_us, f.seq_p99_us, f.c64_calls_per_sec
+        )
+    };
+    println!("\nin-memory RPC, greeter.hello(\"Ada\"), medians of {rounds} round(s): {calls} sequential calls, {calls64} with 64 in flight\n");
+    println!("| contender                    | seq calls/s  | p50 µs   | p99 µs   | c64 calls/s  |");
+    println!("|------------------------------|--------------|----------|----------|--------------|");
+    row("method called directly", &direct);
+    row("shimeji typed client", &ours);
+    if !peer.is_empty() {
+        let peer = medians(&peer);
+        row("moleculer local broker", &peer);
+        println!(
+            "\nshimeji / moleculer: {:.2}x sequential, {:.2}x with 64 in flight (target >= 1.5x); shimeji p50 {:.2} µs (target <= 2 µs)",
+            ours.seq_calls_per_sec / peer.seq_calls_per_sec,
+            ours.c64_calls_per_sec / peer.c64_calls_per_sec,
+            ours.seq_p50_us
+        );
+    } else if let Some(e) = peer_error {
+        println!("\nmoleculer: NOT MEASURED: {e}");
+    }
+    println!(
+        "framework cost over a direct call: {:.2} µs per call at p50 (sequential), {:.1}x the direct call's time with 64 in flight",
+        ours.seq_p50_us - direct.seq_p50_us,
+        direct.c64_calls_per_sec / ours.c64_calls_per_sec
+    );
+}
