@@ -10,8 +10,8 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::spanned::Spanned;
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
 use syn::{
     Attribute, Expr, ExprLit, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, Lit,
     LitBool, LitStr, Meta, Pat, PathArguments, ReturnType, Token, Type,
@@ -29,7 +29,10 @@ fn parse_service_args(attr: TokenStream) -> syn::Result<ServiceArgs> {
     for meta in metas {
         match &meta {
             Meta::NameValue(nv) if nv.path.is_ident("name") => {
-                let lit = string_literal(&nv.value, "`name` must be a string, e.g. `name = \"greeter\"`")?;
+                let lit = string_literal(
+                    &nv.value,
+                    "`name` must be a string, e.g. `name = \"greeter\"`",
+                )?;
                 let value = lit.value();
                 if value.is_empty()
                     || !value
@@ -382,14 +385,19 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         ));
     }
     let Type::Path(self_path) = &*block.self_ty else {
-        return Err(syn::Error::new_spanned(&block.self_ty, "`#[service]` needs a named struct"));
+        return Err(syn::Error::new_spanned(
+            &block.self_ty,
+            "`#[service]` needs a named struct",
+        ));
     };
     let self_ident = self_path
         .path
         .segments
         .last()
         .map(|s| s.ident.clone())
-        .ok_or_else(|| syn::Error::new_spanned(&block.self_ty, "`#[service]` needs a named struct"))?;
+        .ok_or_else(|| {
+            syn::Error::new_spanned(&block.self_ty, "`#[service]` needs a named struct")
+        })?;
     let mut entrypoints = Vec::new();
     for item in &mut block.items {
         if let ImplItem::Fn(method) = item {
@@ -402,7 +410,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let self_ty = &block.self_ty;
     let service_name = &args.name;
     let client_ident = format_ident!("{}Client", self_ident);
-    let args_ident = |m: &Ident| format_ident!("__{}{}Args", self_ident, upper_camel(&m.to_string()));
+    let args_ident =
+        |m: &Ident| format_ident!("__{}{}Args", self_ident, upper_camel(&m.to_string()));
 
     let rpcs: Vec<&Entrypoint> = entrypoints
         .iter()

@@ -146,7 +146,10 @@ mod tests {
             json!({"args": [1], "kwargs": {"b": 2}}),
         ] {
             let mut b = Binder::new("add", P, body).unwrap();
-            assert_eq!((b.take::<i64>(0).unwrap(), b.take::<i64>(1).unwrap()), (1, 2));
+            assert_eq!(
+                (b.take::<i64>(0).unwrap(), b.take::<i64>(1).unwrap()),
+                (1, 2)
+            );
         }
     }
 
@@ -156,18 +159,31 @@ mod tests {
         assert_eq!(e.exc_type, "IncorrectSignature");
         assert_eq!(e.value, "add() missing 1 required positional argument: 'a'");
         let e = err(json!({"args": [1, 2, 3], "kwargs": {}}));
-        assert_eq!(e.value, "add() takes 2 positional arguments but 3 were given");
+        assert_eq!(
+            e.value,
+            "add() takes 2 positional arguments but 3 were given"
+        );
         let e = err(json!({"args": [1], "kwargs": {"c": 2}}));
         assert_eq!(e.value, "add() got an unexpected keyword argument 'c'");
         let e = err(json!({"args": [1], "kwargs": {"a": 2}}));
         assert_eq!(e.value, "add() got multiple values for argument 'a'");
         let e = err(json!({"args": [1, "two"], "kwargs": {}}));
-        assert!(e.value.starts_with("add() argument 'b' has the wrong type"), "{}", e.value);
+        assert!(
+            e.value.starts_with("add() argument 'b' has the wrong type"),
+            "{}",
+            e.value
+        );
     }
 
     #[test]
     fn malformed_bodies() {
-        for body in [json!([1, 2]), json!("x"), json!({"args": []}), json!({"args": 1, "kwargs": {}}), json!({"args": [], "kwargs": []})] {
+        for body in [
+            json!([1, 2]),
+            json!("x"),
+            json!({"args": []}),
+            json!({"args": 1, "kwargs": {}}),
+            json!({"args": [], "kwargs": []}),
+        ] {
             assert_eq!(err(body).exc_type, "MalformedRequest");
         }
     }

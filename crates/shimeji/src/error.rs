@@ -62,11 +62,7 @@ impl RemoteError {
 
     /// Nameko's `MethodNotFound`: the service has no RPC entrypoint of that name.
     pub fn method_not_found(method: &str) -> Self {
-        Self::new(
-            "MethodNotFound",
-            "nameko.exceptions.MethodNotFound",
-            method,
-        )
+        Self::new("MethodNotFound", "nameko.exceptions.MethodNotFound", method)
     }
 
     /// Nameko's `IncorrectSignature`: missing, extra or mistyped arguments.

@@ -63,6 +63,23 @@ impl Payload {
         Payload::Json(json!({ "args": args, "kwargs": kwargs }))
     }
 
+    /// A request body from raw bytes, as a network transport receives them.
+    /// Bytes that are not JSON give `MalformedRequest`; the shape
+    /// (`args`, `kwargs`) is checked when the arguments are bound.
+    ///
+    /// ```
+    /// use shimeji::payload::Payload;
+    /// let err = Payload::from_request_bytes(b"\xff not json").unwrap_err();
+    /// assert_eq!(err.exc_type, "MalformedRequest");
+    /// ```
+    pub fn from_request_bytes(bytes: &[u8]) -> Result<Self, RemoteError> {
+        serde_json::from_slice(bytes)
+            .map(Payload::Json)
+            .map_err(|e| {
+                RemoteError::malformed_request(format!("request body is not valid JSON: {e}"))
+            })
+    }
+
     /// True for the in-process typed form.
     pub fn is_typed(&self) -> bool {
         matches!(self, Payload::Typed(_))
@@ -86,7 +103,10 @@ impl Payload {
 
     /// The reply for a method's result: typed when the request was typed,
     /// JSON otherwise.
-    pub fn reply<T: Serialize + Send + 'static>(value: T, typed: bool) -> Result<Self, RemoteError> {
+    pub fn reply<T: Serialize + Send + 'static>(
+        value: T,
+        typed: bool,
+    ) -> Result<Self, RemoteError> {
         if typed {
             Ok(Payload::Typed(Box::new(value)))
         } else {

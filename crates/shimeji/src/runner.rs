@@ -40,8 +40,10 @@ use crate::transport::{MemoryTransport, Serving, Transport};
 type Starter = Box<
     dyn FnOnce(
             Runtime,
-        ) -> BoxFuture<'static, Result<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>, StartError>>
-        + Send,
+        ) -> BoxFuture<
+            'static,
+            Result<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>, StartError>,
+        > + Send,
 >;
 
 #[derive(Clone)]
@@ -155,10 +157,7 @@ impl ServiceRunner {
     /// Starts every service, serves until SIGTERM or Ctrl-C, then stops them
     /// gracefully.
     pub async fn run(self) -> Result<(), StartError> {
-        let running = self.start().await?;
-        shutdown_signal().await;
-        tracing::info!("shutdown signal received: draining");
-        running.stop().await;
+        self.start().await?.run_until_signal().await;
         Ok(())
     }
 }
@@ -250,6 +249,13 @@ impl RunningServices {
             finished,
             observers,
         }
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then stops gracefully.
+    pub async fn run_until_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received: draining");
+        self.stop().await;
     }
 
     /// Stops every service: stop taking work, drain, stop dependencies.

@@ -117,10 +117,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 impl<S: Service> Container<S> {
     pub(crate) fn new(service: Arc<S>, settings: Settings) -> Arc<Self> {
-        let worker_hooks = service
-            .dependencies()
-            .iter()
-            .any(|d| d.has_worker_hooks());
+        let worker_hooks = service.dependencies().iter().any(|d| d.has_worker_hooks());
         Arc::new(Container {
             service,
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -179,16 +176,18 @@ impl<S: Service> Container<S> {
         serving.stop().await;
         self.accepting.store(false, Ordering::Release);
         let all = self.settings.max_workers;
-        let drained = tokio::time::timeout(self.settings.drain_timeout, self.workers.acquire_all(all))
-            .await
-            .is_ok();
+        let drained =
+            tokio::time::timeout(self.settings.drain_timeout, self.workers.acquire_all(all))
+                .await
+                .is_ok();
         if !drained {
             tracing::warn!(
                 service = S::NAME,
                 "drain timeout ran out: cancelling the workers still running"
             );
             self.kill.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.workers.acquire_all(all)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.workers.acquire_all(all)).await;
         }
         self.workers.close();
         for dep in self.service.dependencies() {
@@ -288,6 +287,8 @@ impl<S: Service> ServiceHandler for Container<S> {
         payload: Value,
         caller: Option<WorkerContext>,
     ) -> BoxFuture<'_, Result<(), RemoteError>> {
-        Box::pin(self.run(method, caller, move |svc| svc.dispatch_event(method, payload)))
+        Box::pin(self.run(method, caller, move |svc| {
+            svc.dispatch_event(method, payload)
+        }))
     }
 }

@@ -92,7 +92,13 @@ impl MemoryTransport {
 
     /// Names of the services that have at least one serving instance.
     pub fn services(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.broker.rpc.load().iter().map(|(n, _)| n.clone()).collect();
+        let mut names: Vec<String> = self
+            .broker
+            .rpc
+            .load()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
         names.sort();
         names
     }
@@ -116,7 +122,11 @@ fn deliver(broker: Arc<Broker>, consumer: EventConsumer, event: Event) {
     tokio::spawn(async move {
         let result = consumer
             .handler
-            .handle_event(consumer.method, event.payload.clone(), event.context.clone())
+            .handle_event(
+                consumer.method,
+                event.payload.clone(),
+                event.context.clone(),
+            )
             .await;
         match result {
             Err(error) if refused(&error) => broker.requeue(&consumer.queue, event),
@@ -137,7 +147,10 @@ impl Broker {
     fn requeue(self: &Arc<Self>, queue: &str, event: Event) {
         let mut events = lock(&self.events);
         let Some(q) = events.queues.get_mut(queue) else {
-            tracing::warn!(queue, "event dropped: its queue was deleted with its last consumer");
+            tracing::warn!(
+                queue,
+                "event dropped: its queue was deleted with its last consumer"
+            );
             return;
         };
         if q.consumers.is_empty() {
@@ -207,15 +220,18 @@ impl Broker {
         let mut to_deliver = Vec::new();
         for spec in binding.event_handlers {
             let name = event_queue_name(binding.service, spec, &binding.instance_id);
-            let queue = events.queues.entry(name.clone()).or_insert_with(|| EventQueue {
-                source: spec.source.to_string(),
-                event_type: spec.event_type.to_string(),
-                auto_delete: spec.handler_type == HandlerType::Broadcast
-                    || !spec.reliable_delivery,
-                consumers: Vec::new(),
-                next: 0,
-                backlog: VecDeque::new(),
-            });
+            let queue = events
+                .queues
+                .entry(name.clone())
+                .or_insert_with(|| EventQueue {
+                    source: spec.source.to_string(),
+                    event_type: spec.event_type.to_string(),
+                    auto_delete: spec.handler_type == HandlerType::Broadcast
+                        || !spec.reliable_delivery,
+                    consumers: Vec::new(),
+                    next: 0,
+                    backlog: VecDeque::new(),
+                });
             queue.consumers.push(EventConsumer {
                 queue: name.into(),
                 instance_id: binding.instance_id.clone(),
@@ -259,7 +275,8 @@ impl Transport for MemoryTransport {
         Box::pin(async move {
             let handler = {
                 let routes = self.broker.rpc.load();
-                let Some((_, route)) = routes.iter().find(|(name, _)| name == &request.service) else {
+                let Some((_, route)) = routes.iter().find(|(name, _)| name == &request.service)
+                else {
                     return Err(CallError::UnknownService(request.service.into_owned()));
                 };
                 let i = match route.consumers.len() {

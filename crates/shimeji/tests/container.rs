@@ -1,0 +1,264 @@
+//! The container: `max_workers`, graceful stop, dependency hooks.
+
+use futures::future::BoxFuture;
+use shimeji::dependency::{Dependency, DependencyError, SetupContext};
+use shimeji::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+struct Busy {
+    gauge: Arc<Gauge>,
+}
+
+#[service(name = "busy")]
+impl Busy {
+    #[rpc]
+    async fn work(&self, millis: u64) -> u64 {
+        let now = self.gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.gauge.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        self.gauge.now.fetch_sub(1, Ordering::SeqCst);
+        millis
+    }
+}
+
+async fn busy(config: Config) -> (RunningServices, Arc<Gauge>) {
+    let gauge = Arc::new(Gauge::default());
+    let running = ServiceRunner::with_config(config)
+        .service(Busy {
+            gauge: gauge.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    (running, gauge)
+}
+
+#[tokio::test]
+async fn max_workers_bounds_concurrency() {
+    let (running, gauge) = busy(Config::new().set("max_workers", 3)).await;
+    let client: BusyClient = running.client();
+    let calls: Vec<_> = (0..12).map(|_| client.work(20)).collect();
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result.unwrap(), 20);
+    }
+    assert_eq!(gauge.peak.load(Ordering::SeqCst), 3);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn max_workers_defaults_to_ten() {
+    let (running, gauge) = busy(Config::new()).await;
+    let client: BusyClient = running.client();
+    let calls: Vec<_> = (0..25).map(|_| client.work(20)).collect();
+    futures::future::join_all(calls).await;
+    assert_eq!(gauge.peak.load(Ordering::SeqCst), 10);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn stop_finishes_work_in_flight_and_takes_no_more() {
+    let (running, _) = busy(Config::new()).await;
+    let client: BusyClient = running.client();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.work(200).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = tokio::spawn(running.stop());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The call in flight completes; a new one finds nobody serving.
+    let late = client.work(1).await.unwrap_err();
+    assert!(late.is("UnknownService"), "{late:?}");
+    assert!(!stopping.is_finished(), "stop waits for the work in flight");
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200);
+    tokio::time::timeout(Duration::from_secs(2), stopping)
+        .await
+        .expect("stop returns once drained")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_drain_timeout_bounds_the_stop() {
+    let (running, _) = busy(Config::new().set("drain_timeout", 0.1)).await;
+    let client: BusyClient = running.client();
+    let stuck = tokio::spawn(async move { client.work(60_000).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = tokio::time::Instant::now();
+    running.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let err = stuck.await.unwrap().unwrap_err();
+    assert!(err.is("WorkerKilled"), "{err:?}");
+}
+
+/// Records every hook call, in order.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Recorder {
+    fn push(&self, what: impl Into<String>) {
+        self.0.lock().unwrap().push(what.into());
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+impl Dependency for Recorder {
+    fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
+        self.push(format!("setup {}", ctx.service()));
+        Box::pin(async { Ok(()) })
+    }
+    fn start(&self) -> BoxFuture<'_, Result<(), DependencyError>> {
+        self.push("start");
+        Box::pin(async { Ok(()) })
+    }
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        self.push("stop");
+        Box::pin(async {})
+    }
+    fn worker_setup(&self, worker: &WorkerContext) {
+        self.push(format!(
+            "worker_setup {}",
+            worker.entrypoint().unwrap_or("?")
+        ));
+    }
+    fn worker_result(&self, _worker: &WorkerContext, result: Result<(), &RemoteError>) {
+        match result {
+            Ok(()) => self.push("worker_result ok"),
+            Err(e) => self.push(format!("worker_result {}", e.exc_type)),
+        }
+    }
+    fn worker_teardown(&self, _worker: &WorkerContext) {
+        self.push("worker_teardown");
+    }
+    fn has_worker_hooks(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug, thiserror::Error, Exception)]
+#[error("refused")]
+struct Refused;
+
+#[derive(Dependencies)]
+struct Hooked {
+    recorder: Recorder,
+    label: String,
+}
+
+#[service(name = "hooked")]
+impl Hooked {
+    #[rpc]
+    async fn ok(&self) -> String {
+        self.recorder.push("running");
+        self.label.clone()
+    }
+
+    #[rpc]
+    async fn fail(&self) -> Result<(), Refused> {
+        Err(Refused)
+    }
+}
+
+#[tokio::test]
+async fn dependency_hooks_run_in_order() {
+    let recorder = Recorder::default();
+    let running = ServiceRunner::with_config(Config::new())
+        .service(Hooked {
+            recorder: recorder.clone(),
+            label: "x".into(),
+        })
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(recorder.take(), vec!["setup hooked", "start"]);
+    let client: HookedClient = running.client();
+    assert_eq!(client.ok().await.unwrap(), "x");
+    assert_eq!(
+        recorder.take(),
+        vec![
+            "worker_setup ok",
+            "running",
+            "worker_result ok",
+            "worker_teardown"
+        ]
+    );
+    client.fail().await.unwrap_err();
+    assert_eq!(
+        recorder.take(),
+        vec![
+            "worker_setup fail",
+            "worker_result Refused",
+            "worker_teardown"
+        ]
+    );
+    running.stop().await;
+    assert_eq!(recorder.take(), vec!["stop"]);
+}
+
+struct Broken;
+
+impl Dependency for Broken {
+    fn setup<'a>(&'a self, _ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
+        Box::pin(async { Err(DependencyError::new("database", "connection refused")) })
+    }
+}
+
+#[derive(Dependencies)]
+struct NeedsDb {
+    db: Broken,
+}
+
+#[service(name = "needs_db")]
+impl NeedsDb {
+    #[rpc]
+    async fn ping(&self) {}
+}
+
+#[tokio::test]
+async fn a_dependency_that_fails_to_set_up_fails_the_start_and_names_itself() {
+    let recorder = Recorder::default();
+    let result = ServiceRunner::with_config(Config::new())
+        .service(Hooked {
+            recorder: recorder.clone(),
+            label: "x".into(),
+        })
+        .service(NeedsDb { db: Broken })
+        .start()
+        .await;
+    let err = result.err().expect("start must fail");
+    assert_eq!(
+        err.to_string(),
+        "service `needs_db`: dependency `database` failed: connection refused"
+    );
+    // The service that had started is stopped again.
+    assert_eq!(recorder.take(), vec!["setup hooked", "start", "stop"]);
+}
+
+#[tokio::test]
+async fn a_bad_config_value_fails_the_start_with_the_key_named() {
+    let err = ServiceRunner::with_config(Config::new().set("max_workers", "many"))
+        .start()
+        .await
+        .err()
+        .expect("start must fail");
+    assert!(err.to_string().contains("max_workers"), "{err}");
+    let err = ServiceRunner::with_config(Config::new().set("max_workers", 0))
+        .start()
+        .await
+        .err()
+        .expect("start must fail");
+    assert!(err.to_string().contains("max_workers"), "{err}");
+}
