@@ -159,7 +159,10 @@ fn measure_moleculer(calls: usize, calls64: usize) -> Result<Figures, String> {
     let line = stdout.lines().last().unwrap_or_default();
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("bad output {line:?}: {e}"))?;
-    let f = |k: &str| v[k].as_f64().ok_or_else(|| format!("missing {k} in {line}"));
+    let f = |k: &str| {
+        v[k].as_f64()
+            .ok_or_else(|| format!("missing {k} in {line}"))
+    };
     Ok(Figures {
         seq_calls_per_sec: f("seq_calls_per_sec")?,
         seq_p50_us: f("seq_p50_us")?,
@@ -227,8 +230,12 @@ fn main() {
         )
     };
     println!("\nin-memory RPC, greeter.hello(\"Ada\"), medians of {rounds} round(s): {calls} sequential calls, {calls64} with 64 in flight\n");
-    println!("| contender                    | seq calls/s  | p50 µs   | p99 µs   | c64 calls/s  |");
-    println!("|------------------------------|--------------|----------|----------|--------------|");
+    println!(
+        "| contender                    | seq calls/s  | p50 µs   | p99 µs   | c64 calls/s  |"
+    );
+    println!(
+        "|------------------------------|--------------|----------|----------|--------------|"
+    );
     row("method called directly", &direct);
     row("shimeji typed client", &ours);
     if !peer.is_empty() {

@@ -66,8 +66,7 @@ impl Guestbook {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
 
@@ -84,7 +83,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("greeter.hello(\"Ada\") -> {reply:?}");
 
     let finished = signed.wait(Duration::from_secs(5)).await?;
-    println!("event greeter.greeted handled by guestbook.sign (call id {})", finished.call_id);
+    println!(
+        "event greeter.greeted handled by guestbook.sign (call id {})",
+        finished.call_id
+    );
 
     let guests = running.client::<GuestbookClient>().guests().await?;
     println!("guestbook.guests() -> {guests:?}");
