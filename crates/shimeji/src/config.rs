@@ -61,6 +61,9 @@ impl Config {
         let mut config = Self::new();
         for key in [
             "AMQP_URI",
+            "HEARTBEAT",
+            "rpc_exchange",
+            "max_message_size",
             "max_workers",
             "parent_calls_tracked",
             "rpc_timeout",
@@ -144,6 +147,34 @@ impl Config {
     /// `AMQP_URI`, when set.
     pub fn amqp_uri(&self) -> Option<String> {
         self.get("AMQP_URI").ok().flatten()
+    }
+}
+
+/// A broker address with its password hidden, fit for a log line.
+///
+/// ```
+/// use shimeji::config::redact_uri;
+/// assert_eq!(redact_uri("amqp://guest:s3cret@rabbit:5672/"), "amqp://guest:***@rabbit:5672/");
+/// assert_eq!(redact_uri("amqp://rabbit"), "amqp://rabbit");
+/// ```
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://{user}@{host}{path}")
+            }
+        }
+        None => uri.to_string(),
     }
 }
 

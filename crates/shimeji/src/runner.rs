@@ -58,6 +58,7 @@ pub struct ServiceRunner {
     config: Config,
     transport: Option<Arc<dyn Transport>>,
     starters: Vec<Starter>,
+    names: Vec<&'static str>,
 }
 
 impl Default for ServiceRunner {
@@ -79,6 +80,7 @@ impl ServiceRunner {
             config,
             transport: None,
             starters: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -94,6 +96,9 @@ impl ServiceRunner {
     }
 
     pub(crate) fn service_arc<S: Service>(mut self, service: Arc<S>) -> Self {
+        if !self.names.contains(&S::NAME) {
+            self.names.push(S::NAME);
+        }
         self.starters.push(Box::new(move |rt: Runtime| {
             Box::pin(async move {
                 let container = Container::new(
@@ -115,13 +120,28 @@ impl ServiceRunner {
         self
     }
 
-    fn choose_transport(&self) -> Result<Arc<dyn Transport>, StartError> {
+    /// The transport the configuration asks for: AMQP when `AMQP_URI` is
+    /// set, the embedded memory transport otherwise.
+    async fn choose_transport(&self) -> Result<Arc<dyn Transport>, StartError> {
         if let Some(transport) = &self.transport {
             return Ok(transport.clone());
         }
+        #[cfg(feature = "amqp")]
+        if let Some(settings) = crate::transport::amqp::AmqpSettings::from_config(&self.config) {
+            let name = if self.names.is_empty() {
+                "client".to_string()
+            } else {
+                self.names.join(",")
+            };
+            let transport = crate::transport::amqp::AmqpTransport::connect(settings, &name)
+                .await
+                .map_err(|e| StartError::Unsupported(e.to_string()))?;
+            return Ok(Arc::new(transport));
+        }
+        #[cfg(not(feature = "amqp"))]
         if self.config.amqp_uri().is_some() {
             return Err(StartError::Unsupported(
-                "AMQP_URI is set, but this build of shimeji has no AMQP transport; \
+                "AMQP_URI is set, but this build of shimeji has no AMQP transport (feature `amqp`); \
                  unset AMQP_URI to run on the embedded transport"
                     .into(),
             ));
@@ -132,7 +152,7 @@ impl ServiceRunner {
     /// Starts every service; on failure stops the ones already started.
     pub async fn start(self) -> Result<RunningServices, StartError> {
         self.config.validate()?;
-        let transport = self.choose_transport()?;
+        let transport = self.choose_transport().await?;
         let rt = Runtime {
             config: Arc::new(self.config),
             transport,

@@ -20,6 +20,8 @@ use crate::error::{CallError, RemoteError};
 use crate::payload::Payload;
 use crate::service::{EventHandlerSpec, HandlerType};
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod memory;
 
 pub use memory::MemoryTransport;

@@ -1,0 +1,964 @@
+//! The RabbitMQ transport, wire-compatible with Python Nameko (feature `amqp`).
+//!
+//! Set `AMQP_URI` (config or environment) and [`ServiceRunner`](crate::ServiceRunner)
+//! runs the same services over RabbitMQ; nothing else changes. A Nameko
+//! service can call a shimeji service and the other way round, events
+//! included: queues, exchanges, routing keys, headers and bodies are Nameko's
+//! (see `wire`).
+//!
+//! Delivery: a request is acked only after its reply has been published and
+//! confirmed, so a service that dies mid-call has the request redelivered to
+//! another instance. The broker prefetch equals `max_workers`. Requests are
+//! published `mandatory`: a request for a service nobody serves comes back at
+//! once as `UnknownService`. Replies and events wait for publisher confirms.
+//!
+//! Connection loss: the transport reconnects with backoff, declares its
+//! queues again and goes on. Calls in flight complete when their reply
+//! arrives after the reconnect, or fail at their timeout.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use shimeji::transport::amqp::{AmqpSettings, AmqpTransport};
+//!
+//! let settings = AmqpSettings::new("amqp://guest:guest@127.0.0.1:5672/");
+//! let transport = AmqpTransport::connect(settings, "my-client").await?;
+//! # Ok(()) }
+//! ```
+
+use amqprs::callbacks::{ChannelCallback, ConnectionCallback};
+use amqprs::channel::{
+    BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicNackArguments,
+    BasicPublishArguments, BasicQosArguments, BasicRejectArguments, Channel,
+    ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, QueueBindArguments,
+    QueueDeclareArguments,
+};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{
+    Ack, BasicProperties, Cancel, Close, CloseChannel, FieldTable, FieldValue, Nack, Return,
+};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    event_queue_name, Binding, DispatchError, Event, Request, Serving, Transport, TransportError,
+};
+use crate::config::{redact_uri, Config};
+use crate::error::{CallError, RemoteError};
+use crate::payload::Payload;
+use crate::service::HandlerType;
+
+pub mod wire;
+
+/// Default largest message a service accepts (16 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// How the transport reaches the broker.
+#[derive(Clone)]
+pub struct AmqpSettings {
+    /// `amqp://user:password@host:port/vhost`, or `amqps://` for TLS.
+    pub uri: String,
+    /// Heartbeat in seconds (config key `HEARTBEAT`, default 60).
+    pub heartbeat: u16,
+    /// The RPC exchange (config key `rpc_exchange`, default `nameko-rpc`).
+    pub rpc_exchange: String,
+    /// Largest request accepted (config key `max_message_size`, default 16 MiB).
+    pub max_message_size: usize,
+}
+
+impl std::fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("uri", &redact_uri(&self.uri))
+            .field("heartbeat", &self.heartbeat)
+            .field("rpc_exchange", &self.rpc_exchange)
+            .field("max_message_size", &self.max_message_size)
+            .finish()
+    }
+}
+
+impl AmqpSettings {
+    /// Settings for `uri` with every other value at its default.
+    pub fn new(uri: impl Into<String>) -> Self {
+        AmqpSettings {
+            uri: uri.into(),
+            heartbeat: 60,
+            rpc_exchange: wire::DEFAULT_RPC_EXCHANGE.to_string(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// Settings from a configuration; `None` when `AMQP_URI` is not set.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let mut settings = Self::new(config.amqp_uri()?);
+        if let Ok(Some(h)) = config.get::<u16>("HEARTBEAT") {
+            settings.heartbeat = h;
+        }
+        if let Ok(Some(x)) = config.get::<String>("rpc_exchange") {
+            settings.rpc_exchange = x;
+        }
+        if let Ok(Some(n)) = config.get::<usize>("max_message_size") {
+            settings.max_message_size = n;
+        }
+        Some(settings)
+    }
+}
+
+/// Why the transport could not connect.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {uri}: {message}")]
+pub struct ConnectError {
+    /// The broker's address, password hidden.
+    pub uri: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The RabbitMQ transport. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct AmqpTransport {
+    inner: Arc<Inner>,
+}
+
+type PendingReply = oneshot::Sender<Result<Value, CallError>>;
+
+struct Inner {
+    settings: AmqpSettings,
+    name: String,
+    session: watch::Sender<Option<Arc<Session>>>,
+    served: Mutex<Vec<Arc<Served>>>,
+    pending: Mutex<HashMap<String, PendingReply>>,
+    reply_key: String,
+    reply_queue: String,
+    shutdown: CancellationToken,
+    reconnects: AtomicU64,
+}
+
+struct Session {
+    connection: Connection,
+    publisher: Publisher,
+    /// Event exchanges declared on this connection.
+    exchanges: Mutex<HashSet<String>>,
+    /// Cancelled when the connection is lost.
+    lost: CancellationToken,
+}
+
+/// A service instance served on the broker, re-served after a reconnect.
+struct Served {
+    binding: Binding,
+    /// The channel its consumers run on, on the current connection.
+    channel: Mutex<Option<(Channel, Vec<String>)>>,
+    stopped: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn transport_error(e: impl std::fmt::Display) -> CallError {
+    CallError::Transport(e.to_string())
+}
+
+impl AmqpTransport {
+    /// Connects to the broker. `name` labels the connection
+    /// (`rabbitmqctl list_connections client_properties`) and the reply queue.
+    /// After a connection loss the transport reconnects by itself.
+    pub async fn connect(settings: AmqpSettings, name: &str) -> Result<Self, ConnectError> {
+        let reply_key = uuid::Uuid::new_v4().to_string();
+        let owner = name.split([' ', ',']).next().unwrap_or("shimeji");
+        let inner = Arc::new(Inner {
+            reply_queue: wire::reply_queue(owner, &reply_key),
+            reply_key,
+            name: name.to_string(),
+            session: watch::channel(None).0,
+            served: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            reconnects: AtomicU64::new(0),
+            settings,
+        });
+        let session = open_session(&inner).await?;
+        inner.session.send_replace(Some(session.clone()));
+        tokio::spawn(supervise(Arc::downgrade(&inner), session));
+        Ok(AmqpTransport { inner })
+    }
+
+    /// How many times the connection was re-established.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// True while connected.
+    pub fn is_connected(&self) -> bool {
+        self.inner.session.borrow().is_some()
+    }
+
+    /// Closes the connection; the transport stops reconnecting.
+    pub async fn close(&self) {
+        self.inner.shutdown.cancel();
+        let session = self.inner.session.send_replace(None);
+        if let Some(session) = session {
+            session.lost.cancel();
+            let _ = session.connection.clone().close().await;
+        }
+    }
+
+    async fn session(&self) -> Arc<Session> {
+        let mut rx = self.inner.session.subscribe();
+        loop {
+            if let Some(s) = rx.borrow_and_update().clone() {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as `inner`: not reached.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Opens a connection, its publisher channel and its reply consumer.
+async fn open_session(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> {
+    let settings = &inner.settings;
+    let fail = |message: String| ConnectError {
+        uri: redact_uri(&settings.uri),
+        message,
+    };
+    if settings.uri.starts_with("amqps://") {
+        // rustls needs a process-wide crypto provider; install ours once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let mut args = OpenConnectionArguments::try_from(settings.uri.as_str())
+        .map_err(|e| fail(e.to_string()))?;
+    args.heartbeat(settings.heartbeat).connection_name(&format!(
+        "shimeji {} (pid {})",
+        inner.name,
+        std::process::id()
+    ));
+    let connection = Connection::open(&args)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let lost = CancellationToken::new();
+    connection
+        .register_callback(ConnectionWatch { lost: lost.clone() })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let publisher = Publisher::open(&connection, inner)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let session = Arc::new(Session {
+        connection,
+        publisher,
+        exchanges: Mutex::new(HashSet::new()),
+        lost,
+    });
+    start_reply_consumer(inner, &session)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(session)
+}
+
+/// Watches the connection; reconnects with backoff when it is lost.
+async fn supervise(inner: Weak<Inner>, mut session: Arc<Session>) {
+    loop {
+        let Some(shutdown) = inner.upgrade().map(|i| i.shutdown.clone()) else {
+            return;
+        };
+        let connection = session.connection.clone();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = session.lost.cancelled() => {}
+            _ = connection.listen_network_io_failure() => {}
+        }
+        session.lost.cancel();
+        session.publisher.fail_all();
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        if strong.shutdown.is_cancelled() {
+            return;
+        }
+        strong.session.send_replace(None);
+        tracing::warn!(uri = %redact_uri(&strong.settings.uri), "connection to the broker lost: reconnecting");
+        drop(strong);
+        let mut backoff = Duration::from_millis(100);
+        session = loop {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            if strong.shutdown.is_cancelled() {
+                return;
+            }
+            match open_session(&strong).await {
+                Ok(s) => {
+                    strong.reconnects.fetch_add(1, Ordering::Relaxed);
+                    let served: Vec<_> = lock(&strong.served).clone();
+                    let mut ok = true;
+                    for s2 in served.iter().filter(|s| !s.stopped.is_cancelled()) {
+                        if let Err(error) = consume(&strong, &s, s2).await {
+                            tracing::warn!(service = s2.binding.service, %error, "cannot serve after reconnect");
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if ok {
+                        strong.session.send_replace(Some(s.clone()));
+                        tracing::info!("reconnected to the broker");
+                        break s;
+                    }
+                    s.lost.cancel();
+                    let _ = s.connection.clone().close().await;
+                }
+                Err(error) => tracing::warn!(%error, retry_in = ?backoff, "reconnect failed"),
+            }
+            drop(strong);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        };
+    }
+}
+
+struct ConnectionWatch {
+    lost: CancellationToken,
+}
+
+#[async_trait::async_trait]
+impl ConnectionCallback for ConnectionWatch {
+    async fn close(
+        &mut self,
+        _connection: &Connection,
+        close: Close,
+    ) -> Result<(), amqprs::error::Error> {
+        tracing::warn!(reason = %close, "the broker closed the connection");
+        self.lost.cancel();
+        Ok(())
+    }
+    async fn blocked(&mut self, _connection: &Connection, reason: String) {
+        tracing::warn!(reason, "the broker blocked the connection");
+    }
+    async fn unblocked(&mut self, _connection: &Connection) {
+        tracing::info!("the broker unblocked the connection");
+    }
+    async fn secret_updated(&mut self, _connection: &Connection) {}
+}
+
+/// A confirm-mode channel: each publish learns whether the broker took it.
+struct Publisher {
+    channel: Channel,
+    /// Serializes publishes so that delivery tags follow publish order.
+    next_tag: tokio::sync::Mutex<u64>,
+    confirms: Arc<Mutex<BTreeMap<u64, oneshot::Sender<bool>>>>,
+}
+
+impl Publisher {
+    async fn open(
+        connection: &Connection,
+        inner: &Arc<Inner>,
+    ) -> Result<Self, amqprs::error::Error> {
+        let channel = connection.open_channel(None).await?;
+        let confirms = Arc::new(Mutex::new(BTreeMap::new()));
+        channel
+            .register_callback(PublisherWatch {
+                confirms: confirms.clone(),
+                inner: Arc::downgrade(inner),
+            })
+            .await?;
+        channel
+            .confirm_select(ConfirmSelectArguments::default())
+            .await?;
+        channel
+            .exchange_declare(
+                ExchangeDeclareArguments::new(&inner.settings.rpc_exchange, "topic")
+                    .durable(true)
+                    .finish(),
+            )
+            .await?;
+        Ok(Publisher {
+            channel,
+            next_tag: tokio::sync::Mutex::new(1),
+            confirms,
+        })
+    }
+
+    /// Publishes; the receiver resolves with the broker's confirm (`true`
+    /// for ack), or closes when the connection is lost first.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        props: BasicProperties,
+        body: Vec<u8>,
+    ) -> Result<oneshot::Receiver<bool>, amqprs::error::Error> {
+        let (tx, rx) = oneshot::channel();
+        let mut next = self.next_tag.lock().await;
+        let tag = *next;
+        lock(&self.confirms).insert(tag, tx);
+        let mut args = BasicPublishArguments::new(exchange, routing_key);
+        args.mandatory(mandatory);
+        match self.channel.basic_publish(props, body, args).await {
+            Ok(()) => {
+                *next += 1;
+                Ok(rx)
+            }
+            Err(e) => {
+                lock(&self.confirms).remove(&tag);
+                Err(e)
+            }
+        }
+    }
+
+    fn fail_all(&self) {
+        lock(&self.confirms).clear();
+    }
+}
+
+struct PublisherWatch {
+    confirms: Arc<Mutex<BTreeMap<u64, oneshot::Sender<bool>>>>,
+    inner: Weak<Inner>,
+}
+
+impl PublisherWatch {
+    fn settle(&self, tag: u64, multiple: bool, ok: bool) {
+        let mut confirms = lock(&self.confirms);
+        if multiple {
+            let rest = confirms.split_off(&(tag + 1));
+            for (_, tx) in std::mem::replace(&mut *confirms, rest) {
+                let _ = tx.send(ok);
+            }
+        } else if let Some(tx) = confirms.remove(&tag) {
+            let _ = tx.send(ok);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelCallback for PublisherWatch {
+    async fn close(
+        &mut self,
+        _channel: &Channel,
+        close: CloseChannel,
+    ) -> Result<(), amqprs::error::Error> {
+        tracing::warn!(reason = %close, "the broker closed the publishing channel");
+        Ok(())
+    }
+    async fn cancel(
+        &mut self,
+        _channel: &Channel,
+        _cancel: Cancel,
+    ) -> Result<(), amqprs::error::Error> {
+        Ok(())
+    }
+    async fn flow(
+        &mut self,
+        _channel: &Channel,
+        active: bool,
+    ) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+    async fn publish_ack(&mut self, _channel: &Channel, ack: Ack) {
+        self.settle(ack.delivery_tag(), ack.mutiple(), true);
+    }
+    async fn publish_nack(&mut self, _channel: &Channel, nack: Nack) {
+        self.settle(nack.delivery_tag(), nack.multiple(), false);
+    }
+    async fn publish_return(
+        &mut self,
+        _channel: &Channel,
+        ret: Return,
+        props: BasicProperties,
+        _content: Vec<u8>,
+    ) {
+        // A request nobody serves: fail its call at once.
+        let (Some(inner), Some(id)) = (self.inner.upgrade(), props.correlation_id()) else {
+            return;
+        };
+        let service = wire::split_routing_key(ret.routing_key())
+            .map_or(ret.routing_key().as_str(), |(s, _)| s)
+            .to_string();
+        let waiting = lock(&inner.pending).remove(id);
+        if let Some(tx) = waiting {
+            let _ = tx.send(Err(CallError::UnknownService(service)));
+        }
+    }
+}
+
+/// Declares the reply queue and consumes it, routing replies to their calls.
+async fn start_reply_consumer(
+    inner: &Arc<Inner>,
+    session: &Session,
+) -> Result<(), amqprs::error::Error> {
+    let channel = session.connection.open_channel(None).await?;
+    let mut args = FieldTable::new();
+    if let Ok(name) = "x-expires".try_into() {
+        args.insert(name, FieldValue::I(wire::REPLY_QUEUE_EXPIRES_MS));
+    }
+    channel
+        .queue_declare(
+            QueueDeclareArguments::new(&inner.reply_queue)
+                .durable(true)
+                .arguments(args)
+                .finish(),
+        )
+        .await?;
+    channel
+        .queue_bind(QueueBindArguments::new(
+            &inner.reply_queue,
+            &inner.settings.rpc_exchange,
+            &inner.reply_key,
+        ))
+        .await?;
+    let (_tag, mut rx) = channel
+        .basic_consume_rx(BasicConsumeArguments::new(&inner.reply_queue, "").finish())
+        .await?;
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let Some(inner) = weak.upgrade() else { return };
+            let ConsumerMessage {
+                deliver,
+                basic_properties,
+                content,
+                ..
+            } = message;
+            if let Some(deliver) = &deliver {
+                let _ = channel
+                    .basic_ack(BasicAckArguments::new(deliver.delivery_tag(), false))
+                    .await;
+            }
+            let Some(id) = basic_properties.as_ref().and_then(|p| p.correlation_id()) else {
+                tracing::warn!("reply without a correlation id: dropped");
+                continue;
+            };
+            let Some(tx) = lock(&inner.pending).remove(id) else {
+                // A late or repeated reply (the call timed out, or the
+                // request was redelivered): nobody waits for it.
+                continue;
+            };
+            let reply = wire::decode_reply(content.as_deref().unwrap_or_default())
+                .map_err(CallError::Decode)
+                .and_then(|r| r.map_err(CallError::from_remote));
+            let _ = tx.send(reply);
+        }
+    });
+    Ok(())
+}
+
+/// Removes a call's pending entry when the call ends, however it ends.
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.pending).remove(&self.id);
+    }
+}
+
+impl Transport for AmqpTransport {
+    fn name(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn call(&self, request: Request) -> BoxFuture<'_, Result<Payload, CallError>> {
+        Box::pin(async move {
+            let body = request
+                .payload
+                .into_request_json()
+                .and_then(|v| serde_json::to_vec(&v))
+                .map_err(|e| CallError::Encode(e.to_string()))?;
+            let id = uuid::Uuid::new_v4().to_string();
+            let (tx, reply) = oneshot::channel();
+            lock(&self.inner.pending).insert(id.clone(), tx);
+            let _guard = PendingGuard {
+                inner: &self.inner,
+                id: id.clone(),
+            };
+            let headers = wire::context_headers(request.context.as_ref());
+            let props = wire::properties(Some(headers), Some(&id), Some(&self.inner.reply_key));
+            let routing_key = format!("{}.{}", request.service, request.method);
+            let session = self.session().await;
+            let confirm = session
+                .publisher
+                .publish(
+                    &self.inner.settings.rpc_exchange,
+                    &routing_key,
+                    true,
+                    props,
+                    body,
+                )
+                .await
+                .map_err(transport_error)?;
+            tokio::pin!(reply);
+            let confirmed = async {
+                match confirm.await {
+                    Ok(false) => Err(CallError::Transport(
+                        "the broker refused the request (nack)".into(),
+                    )),
+                    // Acked, or the connection went: either way the reply may still come.
+                    _ => std::future::pending().await,
+                }
+            };
+            let result = tokio::select! {
+                r = &mut reply => r.unwrap_or_else(|_| Err(CallError::Transport("reply channel closed".into()))),
+                e = confirmed => e,
+            };
+            result.map(Payload::Json)
+        })
+    }
+
+    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&event.payload)?;
+            let exchange = wire::events_exchange(&event.source);
+            let session = self.session().await;
+            let declared = lock(&session.exchanges).contains(&exchange);
+            if !declared {
+                session
+                    .publisher
+                    .channel
+                    .exchange_declare(
+                        ExchangeDeclareArguments::new(&exchange, "topic")
+                            .durable(true)
+                            .finish(),
+                    )
+                    .await
+                    .map_err(|e| DispatchError::Transport(e.to_string()))?;
+                lock(&session.exchanges).insert(exchange.clone());
+            }
+            let headers = wire::context_headers(event.context.as_ref());
+            let props = wire::properties(Some(headers), None, None);
+            let confirm = session
+                .publisher
+                .publish(&exchange, &event.event_type, false, props, body)
+                .await
+                .map_err(|e| DispatchError::Transport(e.to_string()))?;
+            match confirm.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(DispatchError::Transport(
+                    "the broker refused the event (nack)".into(),
+                )),
+                Err(_) => Err(DispatchError::Transport(
+                    "the connection was lost before the broker confirmed the event".into(),
+                )),
+            }
+        })
+    }
+
+    fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>> {
+        Box::pin(async move {
+            for spec in binding.event_handlers {
+                if spec.handler_type == HandlerType::Broadcast && spec.reliable_delivery {
+                    tracing::debug!(
+                        method = spec.method,
+                        "broadcast handlers get one queue per instance, deleted with it: reliable_delivery does not apply"
+                    );
+                }
+            }
+            let served = Arc::new(Served {
+                binding,
+                channel: Mutex::new(None),
+                stopped: CancellationToken::new(),
+            });
+            let session = self.session().await;
+            consume(&self.inner, &session, &served).await.map_err(|e| {
+                let message = e.to_string();
+                if message.contains("PRECONDITION_FAILED") {
+                    TransportError::Conflict {
+                        queue: served.binding.service.to_string(),
+                        message,
+                    }
+                } else {
+                    TransportError::Other(message)
+                }
+            })?;
+            lock(&self.inner.served).push(served.clone());
+            let inner = self.inner.clone();
+            Ok(Serving::new(move || {
+                Box::pin(async move {
+                    served.stopped.cancel();
+                    lock(&inner.served).retain(|s| !Arc::ptr_eq(s, &served));
+                    let current = lock(&served.channel).clone();
+                    if let Some((channel, tags)) = current {
+                        for tag in tags {
+                            let _ = channel.basic_cancel(BasicCancelArguments::new(&tag)).await;
+                        }
+                    }
+                })
+            }))
+        })
+    }
+}
+
+/// Declares a service instance's queues on the current connection and
+/// consumes them.
+async fn consume(
+    inner: &Arc<Inner>,
+    session: &Session,
+    served: &Arc<Served>,
+) -> Result<(), amqprs::error::Error> {
+    let binding = &served.binding;
+    let channel = session.connection.open_channel(None).await?;
+    let rpc_exchange = &inner.settings.rpc_exchange;
+    let prefetch = u16::try_from(binding.max_workers).unwrap_or(u16::MAX);
+    let mut queues: Vec<(String, Option<&'static str>)> = Vec::new();
+    if binding.has_rpc {
+        let queue = wire::rpc_queue(binding.service);
+        channel
+            .exchange_declare(
+                ExchangeDeclareArguments::new(rpc_exchange, "topic")
+                    .durable(true)
+                    .finish(),
+            )
+            .await?;
+        channel
+            .queue_declare(QueueDeclareArguments::new(&queue).durable(true).finish())
+            .await?;
+        channel
+            .queue_bind(QueueBindArguments::new(
+                &queue,
+                rpc_exchange,
+                &wire::rpc_binding_key(binding.service),
+            ))
+            .await?;
+        queues.push((queue, None));
+    }
+    for spec in binding.event_handlers {
+        let exchange = wire::events_exchange(spec.source);
+        let queue = event_queue_name(binding.service, spec, &binding.instance_id);
+        let broadcast = spec.handler_type == HandlerType::Broadcast;
+        channel
+            .exchange_declare(
+                ExchangeDeclareArguments::new(&exchange, "topic")
+                    .durable(true)
+                    .finish(),
+            )
+            .await?;
+        channel
+            .queue_declare(
+                QueueDeclareArguments::new(&queue)
+                    .durable(true)
+                    .exclusive(broadcast)
+                    .auto_delete(broadcast || !spec.reliable_delivery)
+                    .finish(),
+            )
+            .await?;
+        channel
+            .queue_bind(QueueBindArguments::new(&queue, &exchange, spec.event_type))
+            .await?;
+        queues.push((queue, Some(spec.method)));
+    }
+    channel
+        .basic_qos(BasicQosArguments::new(0, prefetch, false))
+        .await?;
+    let mut tags = Vec::new();
+    for (queue, event_method) in queues {
+        let (tag, rx) = channel
+            .basic_consume_rx(BasicConsumeArguments::new(&queue, "").finish())
+            .await?;
+        tags.push(tag);
+        let worker = Worker {
+            inner: Arc::downgrade(inner),
+            channel: channel.clone(),
+            served: served.clone(),
+            event_method,
+        };
+        tokio::spawn(worker.run(rx));
+    }
+    *lock(&served.channel) = Some((channel, tags));
+    Ok(())
+}
+
+/// Takes deliveries off one queue and hands each to the service.
+struct Worker {
+    inner: Weak<Inner>,
+    channel: Channel,
+    served: Arc<Served>,
+    /// `Some(method)` for an event queue, `None` for the RPC queue.
+    event_method: Option<&'static str>,
+}
+
+impl Worker {
+    async fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<ConsumerMessage>) {
+        let this = Arc::new(self);
+        while let Some(message) = rx.recv().await {
+            let this = this.clone();
+            tokio::spawn(async move { this.handle(message).await });
+        }
+    }
+
+    async fn handle(&self, message: ConsumerMessage) {
+        let ConsumerMessage {
+            deliver,
+            basic_properties,
+            content,
+            ..
+        } = message;
+        let (Some(deliver), Some(props)) = (deliver, basic_properties) else {
+            return;
+        };
+        let tag = deliver.delivery_tag();
+        let body = content.unwrap_or_default();
+        match self.event_method {
+            Some(method) => self.handle_event(method, tag, &props, &body).await,
+            None => {
+                self.handle_rpc(deliver.routing_key(), tag, &props, &body)
+                    .await
+            }
+        }
+    }
+
+    async fn ack(&self, tag: u64) {
+        let _ = self
+            .channel
+            .basic_ack(BasicAckArguments::new(tag, false))
+            .await;
+    }
+
+    async fn requeue(&self, tag: u64) {
+        let _ = self
+            .channel
+            .basic_nack(BasicNackArguments::new(tag, false, true))
+            .await;
+    }
+
+    async fn reject(&self, tag: u64) {
+        let _ = self
+            .channel
+            .basic_reject(BasicRejectArguments::new(tag, false))
+            .await;
+    }
+
+    async fn handle_rpc(&self, routing_key: &str, tag: u64, props: &BasicProperties, body: &[u8]) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let service = self.served.binding.service;
+        let max = inner.settings.max_message_size;
+        let (reply_to, correlation_id, result) = match wire::parse_request(
+            routing_key,
+            props,
+            body,
+            max,
+        ) {
+            Ok(incoming) => {
+                let result = self
+                    .served
+                    .binding
+                    .handler
+                    .handle_rpc(
+                        &incoming.method,
+                        Payload::Json(incoming.body),
+                        Some(incoming.context),
+                    )
+                    .await;
+                if let Err(e) = &result {
+                    if e.exc_type == "ServiceStopping" {
+                        // Another instance will take it.
+                        return self.requeue(tag).await;
+                    }
+                }
+                let result = result.and_then(|p| {
+                    p.into_json()
+                        .map_err(|e| RemoteError::unserializable(e.to_string()))
+                });
+                (incoming.reply_to, incoming.correlation_id, result)
+            }
+            Err(wire::Refusal {
+                reply: Some((to, id)),
+                error,
+            }) => {
+                tracing::warn!(service, routing_key, error = %error.value, "malformed request: answered with MalformedRequest");
+                (to, id, Err(error))
+            }
+            Err(wire::Refusal { reply: None, error }) => {
+                tracing::warn!(service, routing_key, error = %error.value, "malformed request with nowhere to answer: rejected");
+                return self.reject(tag).await;
+            }
+        };
+        let props = wire::properties(None, correlation_id.as_deref(), None);
+        let session = inner.session.borrow().clone();
+        let Some(session) = session else {
+            // Disconnected: leave the request unacked; the broker hands it
+            // out again.
+            return;
+        };
+        let published = session
+            .publisher
+            .publish(
+                &inner.settings.rpc_exchange,
+                &reply_to,
+                false,
+                props,
+                wire::reply_body(result),
+            )
+            .await;
+        match published {
+            Ok(confirm) => {
+                if let Ok(true) = confirm.await {
+                    self.ack(tag).await;
+                }
+                // No confirm: leave the request unacked, it will be redelivered.
+            }
+            Err(error) => {
+                tracing::warn!(service, %error, "cannot publish the reply: the request will be redelivered")
+            }
+        }
+    }
+
+    async fn handle_event(
+        &self,
+        method: &'static str,
+        tag: u64,
+        props: &BasicProperties,
+        body: &[u8],
+    ) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let service = self.served.binding.service;
+        if body.len() > inner.settings.max_message_size {
+            tracing::warn!(
+                service,
+                method,
+                size = body.len(),
+                "event over the size limit: rejected"
+            );
+            return self.reject(tag).await;
+        }
+        let payload: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(error) => {
+                tracing::warn!(service, method, %error, "event body is not JSON: rejected");
+                return self.reject(tag).await;
+            }
+        };
+        let context = wire::context_from_headers(props.headers());
+        match self
+            .served
+            .binding
+            .handler
+            .handle_event(method, payload, Some(context))
+            .await
+        {
+            Err(e) if e.exc_type == "ServiceStopping" => self.requeue(tag).await,
+            Err(error) => {
+                tracing::warn!(service, method, %error, "event handler failed");
+                self.ack(tag).await
+            }
+            Ok(()) => self.ack(tag).await,
+        }
+    }
+}
