@@ -8,6 +8,13 @@
 //! With no configuration it runs on the embedded transport: both services
 //! start in this process, the demo calls `greeter.hello("Ada")` through the
 //! typed client, waits for the `greeted` event to be handled, and stops.
+//!
+//! With `AMQP_URI` set it serves `greeter` over RabbitMQ until SIGTERM or
+//! Ctrl-C, where Nameko services and clients can call it:
+//!
+//! ```text
+//! AMQP_URI=amqp://guest:guest@127.0.0.1:5672 cargo run --release --example greeter
+//! ```
 
 use serde::Deserialize;
 use shimeji::prelude::*;
@@ -70,7 +77,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let running = ServiceRunner::new()
+    let config = Config::from_env();
+    if let Some(uri) = config.amqp_uri() {
+        println!(
+            "serving greeter over {} until SIGTERM or Ctrl-C",
+            shimeji::config::redact_uri(&uri)
+        );
+        ServiceRunner::with_config(config)
+            .service(Greeter::default())
+            .run()
+            .await?;
+        println!("stopped");
+        return Ok(());
+    }
+
+    let running = ServiceRunner::with_config(config)
         .service(Greeter::default())
         .service(Guestbook::default())
         .start()
