@@ -51,6 +51,9 @@ use crate::dependency::{Dependency, DependencyError, SetupContext};
 pub use crate::transport::DispatchError;
 use crate::transport::{Event, Transport};
 
+/// An event a recording dispatcher kept: its type and payload.
+type Recorded = (String, Value);
+
 struct Bound {
     source: &'static str,
     transport: Arc<dyn Transport>,
@@ -63,7 +66,7 @@ struct Bound {
 #[derive(Clone, Default)]
 pub struct EventDispatcher {
     bound: Arc<OnceLock<Bound>>,
-    recorded: Option<Arc<Mutex<Vec<(String, Value)>>>>,
+    recorded: Option<Arc<Mutex<Vec<Recorded>>>>,
 }
 
 impl EventDispatcher {
@@ -98,7 +101,7 @@ impl EventDispatcher {
     }
 
     /// The events a [`recording`](Self::recording) dispatcher recorded, in order.
-    pub fn recorded(&self) -> Vec<(String, Value)> {
+    pub fn recorded(&self) -> Vec<Recorded> {
         self.recorded
             .as_ref()
             .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone())

@@ -881,7 +881,7 @@ impl Worker {
                 error,
             }) => {
                 tracing::warn!(service, routing_key, error = %error.value, "malformed request: answered with MalformedRequest");
-                (to, id, Err(error))
+                (to, id, Err(*error))
             }
             Err(wire::Refusal { reply: None, error }) => {
                 tracing::warn!(service, routing_key, error = %error.value, "malformed request with nowhere to answer: rejected");

@@ -232,7 +232,7 @@ pub struct Refusal {
     /// Where to send the error, when the request said (reply_to, correlation_id).
     pub reply: Option<(String, Option<String>)>,
     /// The error to answer with, or to log.
-    pub error: RemoteError,
+    pub error: Box<RemoteError>,
 }
 
 /// A request taken off the wire and checked.
@@ -261,14 +261,14 @@ pub fn parse_request(
     let Some(reply_to) = props.reply_to().cloned() else {
         return Err(Refusal {
             reply: None,
-            error: RemoteError::malformed_request(
+            error: Box::new(RemoteError::malformed_request(
                 "request has no `reply_to`: there is nowhere to answer",
-            ),
+            )),
         });
     };
     let refuse = |error: RemoteError| Refusal {
         reply: Some((reply_to.clone(), correlation_id.clone())),
-        error,
+        error: Box::new(error),
     };
     if body.len() > max_size {
         return Err(refuse(RemoteError::malformed_request(format!(
