@@ -43,7 +43,7 @@
 //! }
 //! ```
 
-use futures::future::BoxFuture;
+pub use futures::future::BoxFuture;
 use std::sync::Arc;
 
 use crate::config::Config;

@@ -91,10 +91,11 @@ pub use shimeji_macros::Exception;
 
 /// What a service module needs in scope.
 pub mod prelude {
+    pub use crate::dependency::{BoxFuture, DependencyError, SetupContext};
     pub use crate::{
-        service, CallError, Client, Config, Dependencies, DispatchError, EventDispatcher,
-        Exception, HandlerType, RemoteError, RunningServices, Service, ServiceClient,
-        ServiceConfig, ServiceRunner, StartError, WorkerContext,
+        service, CallError, Client, Config, Dependencies, Dependency, DispatchError,
+        EventDispatcher, Exception, HandlerType, RemoteError, RunningServices, Service,
+        ServiceClient, ServiceConfig, ServiceRunner, StartError, WorkerContext,
     };
 }
 
