@@ -1,9 +1,28 @@
 //! Configuration: Nameko's keys with Nameko's names, plus a service's own.
 //!
 //! Known keys: `AMQP_URI`, `max_workers` (10), `parent_calls_tracked` (10),
-//! `rpc_timeout` (seconds, 30), `drain_timeout` (seconds, 30). Any other key
-//! is the service's own, read with [`Config::get`] or the
-//! [`ServiceConfig`] dependency.
+//! `rpc_timeout` (seconds, 30), `drain_timeout` (seconds, 30), `HEARTBEAT`,
+//! `rpc_exchange`, `max_message_size`. Any other key is the service's own,
+//! read with [`Config::get`] or the [`ServiceConfig`] dependency.
+//!
+//! A config file is YAML, as Nameko's: `${VAR}` and `${VAR:default}` in
+//! values are replaced from the environment when the file is loaded, and a
+//! known key set in the environment overrides the file.
+//!
+//! ```
+//! use shimeji::Config;
+//!
+//! std::env::set_var("SHOP_DB_HOST", "db.internal");
+//! let config = Config::from_yaml(r#"
+//! max_workers: ${SHOP_WORKERS:4}
+//! database: "postgres://${SHOP_DB_HOST}/shop"
+//! "#).unwrap();
+//! assert_eq!(config.max_workers(), 4);
+//! assert_eq!(config.get::<String>("database").unwrap().as_deref(), Some("postgres://db.internal/shop"));
+//!
+//! let err = Config::from_yaml("AMQP_URI: ${SHOP_NO_SUCH_VAR}").unwrap_err();
+//! assert_eq!(err.key, "AMQP_URI");
+//! ```
 //!
 //! ```
 //! use shimeji::Config;
@@ -77,6 +96,76 @@ impl Config {
         config
     }
 
+    /// Loads a YAML config file (see the [module docs](self)), then applies
+    /// environment overrides.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            key: path.display().to_string(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses YAML config text, replacing `${VAR}` and `${VAR:default}` from
+    /// the environment, then applies environment overrides.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let yaml: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
+                key: e
+                    .location()
+                    .map(|l| format!("line {}", l.line()))
+                    .unwrap_or_else(|| "config".into()),
+                message: format!("not valid YAML: {e}"),
+            })?;
+        let json: Value = match yaml {
+            serde_yaml_ng::Value::Null => Value::Object(Map::new()),
+            other => serde_json::to_value(other).map_err(|e| ConfigError {
+                key: "config".into(),
+                message: e.to_string(),
+            })?,
+        };
+        let Value::Object(mut values) = json else {
+            return Err(ConfigError {
+                key: "config".into(),
+                message: "the config file must be a mapping of keys to values".into(),
+            });
+        };
+        for (key, value) in values.iter_mut() {
+            substitute(key, value)?;
+        }
+        let mut config = Config { values };
+        for (key, value) in Self::from_env().values {
+            config.values.insert(key, value);
+        }
+        Ok(config)
+    }
+
+    /// Every key and value, secrets hidden: the password in `AMQP_URI` and
+    /// any key whose name says password, secret or token.
+    pub fn redacted(&self) -> Map<String, Value> {
+        fn hide(key: &str, value: &Value) -> Value {
+            let lower = key.to_ascii_lowercase();
+            match value {
+                _ if ["password", "secret", "token"]
+                    .iter()
+                    .any(|w| lower.contains(w)) =>
+                {
+                    Value::String("***".into())
+                }
+                Value::String(s) if s.contains("://") => Value::String(redact_uri(s)),
+                Value::Object(map) => {
+                    Value::Object(map.iter().map(|(k, v)| (k.clone(), hide(k, v))).collect())
+                }
+                other => other.clone(),
+            }
+        }
+        self.values
+            .iter()
+            .map(|(k, v)| (k.clone(), hide(k, v)))
+            .collect()
+    }
+
     /// Sets a key (builder style).
     pub fn set(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.values.insert(key.into(), value.into());
@@ -147,6 +236,62 @@ impl Config {
     /// `AMQP_URI`, when set.
     pub fn amqp_uri(&self) -> Option<String> {
         self.get("AMQP_URI").ok().flatten()
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:default}` in every string under `value`. A
+/// string that is one expression alone takes the YAML type of what replaced
+/// it (`${PORT:8000}` is a number).
+fn substitute(key: &str, value: &mut Value) -> Result<(), ConfigError> {
+    match value {
+        Value::String(s) if s.contains("${") => {
+            let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let Some(end) = rest[start..].find('}') else {
+                    return Err(ConfigError {
+                        key: key.to_string(),
+                        message: format!("unclosed `${{` in {s:?}"),
+                    });
+                };
+                let expr = &rest[start + 2..start + end];
+                let (var, default) = match expr.split_once(':') {
+                    Some((var, default)) => (var, Some(default)),
+                    None => (expr, None),
+                };
+                match (std::env::var(var), default) {
+                    (Ok(v), _) => out.push_str(&v),
+                    (Err(_), Some(d)) => out.push_str(d),
+                    (Err(_), None) => {
+                        return Err(ConfigError {
+                            key: key.to_string(),
+                            message: format!(
+                                "environment variable `{var}` is not set and has no default (write `${{{var}:default}}`)"
+                            ),
+                        })
+                    }
+                }
+                rest = &rest[start + end + 1..];
+            }
+            out.push_str(rest);
+            *value = if whole {
+                serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&out)
+                    .ok()
+                    .and_then(|v| serde_json::to_value(v).ok())
+                    .filter(|v| !v.is_object() && !v.is_array())
+                    .unwrap_or(Value::String(out))
+            } else {
+                Value::String(out)
+            };
+            Ok(())
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(|v| substitute(key, v)),
+        Value::Object(map) => map
+            .iter_mut()
+            .try_for_each(|(k, v)| substitute(&format!("{key}.{k}"), v)),
+        _ => Ok(()),
     }
 }
 
@@ -239,5 +384,55 @@ impl Dependency for ServiceConfig {
     fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
         let _ = self.config.set(ctx.config().clone());
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_types_and_nesting() {
+        std::env::set_var("SHIMEJI_CFG_TEST_PORT", "8123");
+        let config = Config::from_yaml(
+            "port: ${SHIMEJI_CFG_TEST_PORT}\nflag: ${SHIMEJI_CFG_TEST_UNSET:true}\nnested:\n  url: http://h:${SHIMEJI_CFG_TEST_PORT}/x\n",
+        )
+        .unwrap();
+        assert_eq!(config.get::<u16>("port").unwrap(), Some(8123));
+        assert_eq!(config.get::<bool>("flag").unwrap(), Some(true));
+        assert_eq!(
+            config.get::<Value>("nested").unwrap().unwrap()["url"],
+            "http://h:8123/x"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_yaml("db:\n  host: ${SHIMEJI_CFG_TEST_MISSING}\n").unwrap_err();
+        assert_eq!(err.key, "db.host");
+        assert!(err.message.contains("SHIMEJI_CFG_TEST_MISSING"));
+        let err = Config::from_yaml("max_workers: lots\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key, "max_workers");
+        let err = Config::from_yaml("- a\n- b\n").unwrap_err();
+        assert!(err.message.contains("mapping"));
+        let err = Config::from_yaml("a: [\n").unwrap_err();
+        assert!(err.message.contains("YAML"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config = Config::new()
+            .set("AMQP_URI", "amqp://u:pw@host/")
+            .set("api_token", "t0k")
+            .set("db", serde_json::json!({"password": "p", "host": "h"}));
+        let shown = Value::Object(config.redacted()).to_string();
+        assert!(
+            !shown.contains("pw@") && !shown.contains("t0k") && !shown.contains("\"p\""),
+            "{shown}"
+        );
+        assert!(shown.contains("amqp://u:***@host/"), "{shown}");
     }
 }
