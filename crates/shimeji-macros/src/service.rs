@@ -94,6 +94,10 @@ fn bool_literal(expr: &Expr, message: &str) -> syn::Result<LitBool> {
 
 enum Kind {
     Rpc,
+    Timer {
+        interval_ms: u64,
+        eager: bool,
+    },
     Event {
         source: LitStr,
         event_type: LitStr,
@@ -127,6 +131,9 @@ fn entrypoint_kind(attr: &Attribute) -> syn::Result<Option<Kind>> {
             return Err(syn::Error::new_spanned(attr, "`#[rpc]` takes no arguments"));
         }
         return Ok(Some(Kind::Rpc));
+    }
+    if ident == "timer" {
+        return timer_kind(attr).map(Some);
     }
     if ident != "event_handler" {
         return Ok(None);
@@ -192,6 +199,54 @@ fn entrypoint_kind(attr: &Attribute) -> syn::Result<Option<Kind>> {
     }))
 }
 
+fn timer_kind(attr: &Attribute) -> syn::Result<Kind> {
+    let usage = "expected `#[timer(interval = \"5s\")]`, optionally with `eager = true`; intervals in ms, s, m or h";
+    let Meta::List(list) = &attr.meta else {
+        return Err(syn::Error::new_spanned(attr, usage));
+    };
+    let args = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
+    let mut interval_ms = None;
+    let mut eager = false;
+    for arg in args {
+        match &arg {
+            Meta::NameValue(nv) if nv.path.is_ident("interval") => {
+                let lit = string_literal(&nv.value, usage)?;
+                interval_ms = Some(parse_interval(&lit.value()).ok_or_else(|| {
+                    syn::Error::new_spanned(&lit, "not an interval: write e.g. \"500ms\", \"5s\", \"1m\" or \"1h\" (more than zero)")
+                })?);
+            }
+            Meta::NameValue(nv) if nv.path.is_ident("eager") => {
+                eager = bool_literal(&nv.value, "`eager` must be `true` or `false`")?.value;
+            }
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    "unknown option: expected `interval` or `eager`",
+                ))
+            }
+        }
+    }
+    let interval_ms = interval_ms.ok_or_else(|| syn::Error::new_spanned(attr, usage))?;
+    Ok(Kind::Timer { interval_ms, eager })
+}
+
+/// `"500ms"`, `"5s"`, `"2m"`, `"1h"` → milliseconds.
+fn parse_interval(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "ms" => 1.0,
+        "s" => 1_000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        _ => return None,
+    };
+    let ms = (number * factor).round();
+    (ms >= 1.0 && ms.is_finite()).then_some(ms as u64)
+}
+
 fn result_types(ty: &Type) -> Option<(Type, Type)> {
     let Type::Path(path) = ty else { return None };
     let last = path.path.segments.last()?;
@@ -253,6 +308,7 @@ fn parse_entrypoint(method: &mut ImplItemFn) -> syn::Result<Option<Entrypoint>> 
     let what = match kind {
         Kind::Rpc => "`#[rpc]`",
         Kind::Event { .. } => "`#[event_handler]`",
+        Kind::Timer { .. } => "`#[timer]`",
     };
     let sig = &method.sig;
     if sig.asyncness.is_none() {
@@ -304,6 +360,12 @@ fn parse_entrypoint(method: &mut ImplItemFn) -> syn::Result<Option<Entrypoint>> 
             name: pat.ident.clone(),
             ty: (*pat_type.ty).clone(),
         });
+    }
+    if matches!(kind, Kind::Timer { .. }) && !params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &sig.inputs,
+            "`#[timer]` methods take `&self` only",
+        ));
     }
     if matches!(kind, Kind::Event { .. }) && params.len() != 1 {
         return Err(syn::Error::new_spanned(
@@ -555,6 +617,39 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         });
     }
+    let mut timer_arms = Vec::new();
+    let mut timer_specs = Vec::new();
+    let mut timer_descriptions = Vec::new();
+    for ep in &entrypoints {
+        let Kind::Timer { interval_ms, eager } = &ep.kind else {
+            continue;
+        };
+        let method = &ep.method;
+        let method_name = method.to_string();
+        let done = match &ep.result {
+            Some((_, err)) => {
+                let to_remote = to_remote(err);
+                quote!(__out.map(|_| ()).map_err(|__error| #to_remote))
+            }
+            None => quote! {{ let _ = __out; ::core::result::Result::Ok(()) }},
+        };
+        timer_arms.push(quote! {
+            #method_name => {
+                let __out = self.#method().await;
+                #done
+            }
+        });
+        timer_specs.push(quote! {
+            ::shimeji::__private::TimerSpec { method: #method_name, interval_ms: #interval_ms, eager: #eager }
+        });
+        timer_descriptions.push(quote! {
+            ::shimeji::__private::TimerDescription {
+                name: ::std::string::String::from(#method_name),
+                interval_ms: #interval_ms,
+                eager: #eager,
+            }
+        });
+    }
     let declared_events = &args.events;
     let client_doc = format!(
         "Typed client for the `{}` service: one async method per RPC entrypoint.",
@@ -570,6 +665,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             const NAME: &'static str = #service_name;
             const RPC_METHODS: &'static [&'static str] = &[#(#rpc_names),*];
             const EVENT_HANDLERS: &'static [::shimeji::__private::EventHandlerSpec] = &[#(#event_specs),*];
+            const TIMERS: &'static [::shimeji::__private::TimerSpec] = &[#(#timer_specs),*];
 
             fn describe() -> ::shimeji::ServiceDescription {
                 ::shimeji::ServiceDescription {
@@ -577,6 +673,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     rpc: ::std::vec![#(#rpc_descriptions),*],
                     event_handlers: ::std::vec![#(#event_descriptions),*],
                     events: ::std::vec![#(::std::string::String::from(#declared_events)),*],
+                    timers: ::std::vec![#(#timer_descriptions),*],
                 }
             }
 
@@ -603,6 +700,19 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 async move {
                     match __method {
                         #(#event_arms)*
+                        _ => ::core::result::Result::Err(::shimeji::RemoteError::method_not_found(__method)),
+                    }
+                }
+            }
+
+            #[allow(unused_variables)]
+            fn dispatch_timer(
+                &self,
+                __method: &'static str,
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::shimeji::RemoteError>> + ::core::marker::Send + '_ {
+                async move {
+                    match __method {
+                        #(#timer_arms)*
                         _ => ::core::result::Result::Err(::shimeji::RemoteError::method_not_found(__method)),
                     }
                 }

@@ -78,9 +78,12 @@ pub use service::{HandlerType, Service, ServiceDescription};
 /// Turns an `impl` block into a service. See the [crate docs](crate) and [`service`](mod@service).
 ///
 /// `#[service(name = "…", events = ["…"])]` on an `impl` block; inside it,
-/// `#[rpc]` on async methods and
+/// `#[rpc]` on async methods,
 /// `#[event_handler("source", "event_type", handler_type = "service_pool" | "singleton" | "broadcast", reliable_delivery = true)]`
-/// on async methods that take the event payload.
+/// on async methods that take the event payload, and
+/// `#[timer(interval = "5s", eager = false)]` on async methods that take
+/// nothing (intervals in `ms`, `s`, `m` or `h`; runs never overlap: a tick
+/// that comes while a run is still going is skipped).
 pub use shimeji_macros::service;
 
 /// Lists the dependency fields of a service struct. See [`dependency`].
@@ -107,6 +110,7 @@ pub mod __private {
     pub use crate::payload::Payload;
     pub use crate::service::{
         ArgDescription, EventHandlerDescription, EventHandlerSpec, RpcDescription,
+        TimerDescription, TimerSpec,
     };
     pub use futures::future::BoxFuture;
     pub use serde;

@@ -75,6 +75,20 @@ pub struct EventHandlerSpec {
     pub reliable_delivery: bool,
 }
 
+/// A timer entrypoint: `#[timer(interval = "5s", eager = true)]`.
+///
+/// Runs never overlap: a run still going when the next tick comes makes the
+/// timer skip that tick, and the next run starts on the following one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerSpec {
+    /// The method to run.
+    pub method: &'static str,
+    /// Time between runs, in milliseconds.
+    pub interval_ms: u64,
+    /// Run once at start, without waiting for the first interval.
+    pub eager: bool,
+}
+
 /// A service: the dispatch `#[service]` generates. Not meant to be
 /// implemented by hand.
 pub trait Service: Send + Sync + 'static {
@@ -84,6 +98,8 @@ pub trait Service: Send + Sync + 'static {
     const RPC_METHODS: &'static [&'static str];
     /// Its event handler entrypoints.
     const EVENT_HANDLERS: &'static [EventHandlerSpec];
+    /// Its timer entrypoints.
+    const TIMERS: &'static [TimerSpec] = &[];
 
     /// A machine-readable description of the service.
     fn describe() -> ServiceDescription;
@@ -102,6 +118,14 @@ pub trait Service: Send + Sync + 'static {
         payload: Value,
     ) -> impl Future<Output = Result<(), RemoteError>> + Send + '_;
 
+    /// Runs timer entrypoint `method`.
+    fn dispatch_timer(
+        &self,
+        method: &'static str,
+    ) -> impl Future<Output = Result<(), RemoteError>> + Send + '_ {
+        async move { Err(RemoteError::method_not_found(method)) }
+    }
+
     /// The service's dependencies (fields that implement [`Dependency`]).
     fn dependencies(&self) -> Vec<&dyn Dependency>;
 }
@@ -117,6 +141,20 @@ pub struct ServiceDescription {
     pub event_handlers: Vec<EventHandlerDescription>,
     /// Event types the service declares it dispatches (`events = [...]`).
     pub events: Vec<String>,
+    /// Timer entrypoints.
+    #[serde(default)]
+    pub timers: Vec<TimerDescription>,
+}
+
+/// One timer entrypoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerDescription {
+    /// Method name.
+    pub name: String,
+    /// Time between runs, in milliseconds.
+    pub interval_ms: u64,
+    /// Whether it runs once at start.
+    pub eager: bool,
 }
 
 /// One RPC entrypoint.

@@ -101,6 +101,8 @@ pub(crate) struct Container<S: Service> {
     workers: WorkerLimit,
     accepting: AtomicBool,
     kill: CancellationToken,
+    /// Cancelled when the instance stops: ends its timers.
+    stopping: CancellationToken,
     worker_hooks: bool,
     settings: Settings,
 }
@@ -124,6 +126,7 @@ impl<S: Service> Container<S> {
             workers: WorkerLimit::new(settings.max_workers),
             accepting: AtomicBool::new(true),
             kill: CancellationToken::new(),
+            stopping: CancellationToken::new(),
             worker_hooks,
             settings,
         })
@@ -160,6 +163,9 @@ impl<S: Service> Container<S> {
                 service: S::NAME,
                 source,
             })?;
+        for timer in S::TIMERS {
+            tokio::spawn(self.clone().run_timer(*timer));
+        }
         tracing::info!(
             service = S::NAME,
             instance = %self.instance_id,
@@ -169,8 +175,40 @@ impl<S: Service> Container<S> {
         Ok(serving)
     }
 
+    /// Runs a timer entrypoint every interval until the instance stops. A run
+    /// is a worker like any other (context, `max_workers`, hooks). Runs never
+    /// overlap: ticks missed while a run goes on are skipped.
+    async fn run_timer(self: Arc<Self>, timer: crate::service::TimerSpec) {
+        let period = Duration::from_millis(timer.interval_ms);
+        let first = if timer.eager {
+            tokio::time::Instant::now()
+        } else {
+            tokio::time::Instant::now() + period
+        };
+        let mut ticks = tokio::time::interval_at(first, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stopping.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let method = timer.method;
+            if let Err(error) = self
+                .run(method, None, move |svc| svc.dispatch_timer(method))
+                .await
+            {
+                if error.exc_type == "ServiceStopping" {
+                    return;
+                }
+                tracing::warn!(service = S::NAME, timer = method, %error, "timer run failed");
+            }
+        }
+    }
+
     /// Stops taking work, drains the workers in flight, stops the dependencies.
     pub(crate) async fn stop(&self, serving: Serving) {
+        self.stopping.cancel();
         // No new work is routed here; work already routed is refused and
         // goes to another instance, or back to its queue.
         serving.stop().await;

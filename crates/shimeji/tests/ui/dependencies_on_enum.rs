@@ -1,0 +1,9 @@
+use shimeji::prelude::*;
+
+#[derive(Dependencies)]
+enum Greeter {
+    Polite { events: EventDispatcher },
+    Rude,
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use shimeji::prelude::*;
+
+struct Audit;
+
+#[service(name = "audit")]
+impl Audit {
+    #[event_handler("greeter", "greeted", retries = 3)]
+    async fn on_greeted(&self, payload: serde_json::Value) {
+        let _ = payload;
+    }
+}
+
+fn main() {}

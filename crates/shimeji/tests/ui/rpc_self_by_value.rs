@@ -1,0 +1,13 @@
+use shimeji::prelude::*;
+
+struct Greeter;
+
+#[service(name = "greeter")]
+impl Greeter {
+    #[rpc]
+    async fn hello(self, name: String) -> String {
+        format!("Hello, {name}!")
+    }
+}
+
+fn main() {}
