@@ -51,6 +51,8 @@
 #![warn(missing_docs)]
 
 pub mod binding;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod container;

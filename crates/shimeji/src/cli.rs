@@ -1,0 +1,1 @@
+//! The standard command line of a service binary (feature `cli`).
