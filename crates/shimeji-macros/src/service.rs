@@ -188,9 +188,15 @@ fn entrypoint_kind(attr: &Attribute) -> syn::Result<Option<Kind>> {
             other => return Err(syn::Error::new_spanned(other, usage)),
         }
     }
-    let [source, event_type]: [LitStr; 2] = positional
-        .try_into()
-        .map_err(|_| syn::Error::new_spanned(attr, usage))?;
+    let given = positional.len();
+    let [source, event_type]: [LitStr; 2] = positional.try_into().map_err(|_| {
+        let what = if given == 1 {
+            "missing the event type: write `#[event_handler(\"source_service\", \"event_type\")]`"
+        } else {
+            usage
+        };
+        syn::Error::new_spanned(&list.tokens, what)
+    })?;
     Ok(Some(Kind::Event {
         source,
         event_type,
@@ -365,6 +371,12 @@ fn parse_entrypoint(method: &mut ImplItemFn) -> syn::Result<Option<Entrypoint>> 
         return Err(syn::Error::new_spanned(
             &sig.inputs,
             "`#[timer]` methods take `&self` only",
+        ));
+    }
+    if matches!(kind, Kind::Event { .. }) && params.len() > 1 {
+        return Err(syn::Error::new_spanned(
+            &params[1].name,
+            "`#[event_handler]` methods take `&self` and one argument, the event payload: this one is extra",
         ));
     }
     if matches!(kind, Kind::Event { .. }) && params.len() != 1 {

@@ -242,6 +242,11 @@ impl CallError {
 /// assert_eq!(remote.value, "user 7 not found");
 /// assert!(remote.exc_path.ends_with(".NotFound"));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross the wire as a remote error",
+    label = "this error type does not implement `shimeji::Exception`",
+    note = "derive it: `#[derive(Debug, thiserror::Error, shimeji::Exception)]`, or return `shimeji::RemoteError`"
+)]
 pub trait Exception {
     /// The short type name callers match on.
     fn exc_type(&self) -> String;
