@@ -13,6 +13,7 @@ use syn::{Attribute, Data, DeriveInput, LitStr};
 struct Options {
     name: Option<LitStr>,
     module: Option<LitStr>,
+    status: Option<syn::LitInt>,
 }
 
 fn options(attrs: &[Attribute], allow_module: bool) -> syn::Result<Options> {
@@ -25,10 +26,22 @@ fn options(attrs: &[Attribute], allow_module: bool) -> syn::Result<Options> {
             } else if meta.path.is_ident("module") && allow_module {
                 options.module = Some(meta.value()?.parse()?);
                 Ok(())
+            } else if meta.path.is_ident("status") {
+                let status: syn::LitInt = meta.value()?.parse()?;
+                match status.base10_parse::<u16>() {
+                    Ok(100..=599) => {
+                        options.status = Some(status);
+                        Ok(())
+                    }
+                    _ => Err(syn::Error::new_spanned(
+                        status,
+                        "an HTTP status is a number from 100 to 599",
+                    )),
+                }
             } else if allow_module {
-                Err(meta.error("expected `name = \"…\"` or `module = \"…\"`"))
+                Err(meta.error("expected `name = \"…\"`, `module = \"…\"` or `status = 404`"))
             } else {
-                Err(meta.error("expected `name = \"…\"`"))
+                Err(meta.error("expected `name = \"…\"` or `status = 404`"))
             }
         })?;
     }
@@ -39,6 +52,29 @@ pub fn expand(item: TokenStream) -> syn::Result<TokenStream> {
     let input: DeriveInput = syn::parse2(item)?;
     let ident = &input.ident;
     let type_options = options(&input.attrs, true)?;
+    let default_status = type_options
+        .status
+        .as_ref()
+        .map(|s| quote!(#s))
+        .unwrap_or_else(|| quote!(400));
+    let status = match &input.data {
+        Data::Enum(data) => {
+            let arms = data
+                .variants
+                .iter()
+                .map(|v| {
+                    let variant = &v.ident;
+                    let status = options(&v.attrs, false)?
+                        .status
+                        .map(|s| quote!(#s))
+                        .unwrap_or_else(|| default_status.clone());
+                    Ok(quote!(Self::#variant { .. } => #status,))
+                })
+                .collect::<syn::Result<Vec<_>>>()?;
+            quote!(match self { #(#arms)* })
+        }
+        _ => default_status.clone(),
+    };
     let exc_type = match &input.data {
         Data::Struct(_) => {
             let name = type_options
@@ -89,6 +125,9 @@ pub fn expand(item: TokenStream) -> syn::Result<TokenStream> {
             }
             fn message(&self) -> ::std::string::String {
                 ::std::string::ToString::to_string(self)
+            }
+            fn http_status(&self) -> u16 {
+                #status
             }
         }
     })

@@ -20,14 +20,17 @@ use syn::{
 struct ServiceArgs {
     name: LitStr,
     events: Vec<LitStr>,
+    websocket: bool,
 }
 
 fn parse_service_args(attr: TokenStream) -> syn::Result<ServiceArgs> {
     let metas = syn::parse::Parser::parse2(Punctuated::<Meta, Token![,]>::parse_terminated, attr)?;
     let mut name = None;
     let mut events = Vec::new();
+    let mut websocket = false;
     for meta in metas {
         match &meta {
+            Meta::Path(p) if p.is_ident("websocket") => websocket = true,
             Meta::NameValue(nv) if nv.path.is_ident("name") => {
                 let lit = string_literal(
                     &nv.value,
@@ -60,7 +63,7 @@ fn parse_service_args(attr: TokenStream) -> syn::Result<ServiceArgs> {
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
-                    "expected `name = \"…\"` or `events = [\"…\"]`",
+                    "expected `name = \"…\"`, `events = [\"…\"]` or `websocket`",
                 ))
             }
         }
@@ -71,7 +74,11 @@ fn parse_service_args(attr: TokenStream) -> syn::Result<ServiceArgs> {
             "missing the service name: write `#[service(name = \"greeter\")]`",
         )
     })?;
-    Ok(ServiceArgs { name, events })
+    Ok(ServiceArgs {
+        name,
+        events,
+        websocket,
+    })
 }
 
 fn string_literal(expr: &Expr, message: &str) -> syn::Result<LitStr> {
@@ -94,6 +101,10 @@ fn bool_literal(expr: &Expr, message: &str) -> syn::Result<LitBool> {
 
 enum Kind {
     Rpc,
+    Http {
+        method: Ident,
+        path: LitStr,
+    },
     Timer {
         interval_ms: u64,
         eager: bool,
@@ -134,6 +145,9 @@ fn entrypoint_kind(attr: &Attribute) -> syn::Result<Option<Kind>> {
     }
     if ident == "timer" {
         return timer_kind(attr).map(Some);
+    }
+    if ident == "http" {
+        return http_kind(attr).map(Some);
     }
     if ident != "event_handler" {
         return Ok(None);
@@ -203,6 +217,36 @@ fn entrypoint_kind(attr: &Attribute) -> syn::Result<Option<Kind>> {
         handler_type,
         reliable_delivery,
     }))
+}
+
+fn http_kind(attr: &Attribute) -> syn::Result<Kind> {
+    let usage = "expected `#[http(GET, \"/path/{param}\")]` with GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS";
+    let Meta::List(list) = &attr.meta else {
+        return Err(syn::Error::new_spanned(attr, usage));
+    };
+    let args = list.parse_args_with(Punctuated::<Expr, Token![,]>::parse_terminated)?;
+    let mut args = args.into_iter();
+    let (Some(Expr::Path(method)), Some(path), None) = (args.next(), args.next(), args.next())
+    else {
+        return Err(syn::Error::new_spanned(&list.tokens, usage));
+    };
+    let method = method
+        .path
+        .get_ident()
+        .filter(|m| {
+            ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                .contains(&m.to_string().as_str())
+        })
+        .cloned()
+        .ok_or_else(|| syn::Error::new_spanned(&method, usage))?;
+    let path = string_literal(&path, usage)?;
+    if !path.value().starts_with('/') {
+        return Err(syn::Error::new_spanned(
+            &path,
+            "an HTTP path starts with `/`",
+        ));
+    }
+    Ok(Kind::Http { method, path })
 }
 
 fn timer_kind(attr: &Attribute) -> syn::Result<Kind> {
@@ -315,6 +359,7 @@ fn parse_entrypoint(method: &mut ImplItemFn) -> syn::Result<Option<Entrypoint>> 
         Kind::Rpc => "`#[rpc]`",
         Kind::Event { .. } => "`#[event_handler]`",
         Kind::Timer { .. } => "`#[timer]`",
+        Kind::Http { .. } => "`#[http]`",
     };
     let sig = &method.sig;
     if sig.asyncness.is_none() {
@@ -350,6 +395,14 @@ fn parse_entrypoint(method: &mut ImplItemFn) -> syn::Result<Option<Entrypoint>> 
         let FnArg::Typed(pat_type) = input else {
             continue;
         };
+        if matches!(kind, Kind::Http { .. }) {
+            // HTTP parameters are axum extractors: any pattern will do.
+            params.push(Param {
+                name: format_ident!("__p{}", params.len()),
+                ty: (*pat_type.ty).clone(),
+            });
+            continue;
+        }
         let Pat::Ident(pat) = &*pat_type.pat else {
             return Err(syn::Error::new_spanned(
                 &pat_type.pat,
@@ -389,7 +442,7 @@ fn parse_entrypoint(method: &mut ImplItemFn) -> syn::Result<Option<Entrypoint>> 
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
-    if has_reference(&output) {
+    if has_reference(&output) && !matches!(kind, Kind::Http { .. }) {
         return Err(syn::Error::new_spanned(
             &output,
             "entrypoints must return owned types: the result may cross the wire",
@@ -662,6 +715,92 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         });
     }
+    let mut http_arms = Vec::new();
+    let mut http_specs = Vec::new();
+    for ep in &entrypoints {
+        let Kind::Http { method: verb, path } = &ep.kind else {
+            continue;
+        };
+        let method = &ep.method;
+        let method_name = method.to_string();
+        let verb = verb.to_string();
+        let n = ep.params.len();
+        let mut extract = Vec::new();
+        let names: Vec<&Ident> = ep.params.iter().map(|p| &p.name).collect();
+        for (i, p) in ep.params.iter().enumerate() {
+            let (name, ty) = (&p.name, &p.ty);
+            if i + 1 < n {
+                extract.push(quote_spanned! {ty.span()=>
+                    let #name: #ty = match <#ty as ::shimeji::http::FromRequestParts<()>>::from_request_parts(&mut __parts, &()).await {
+                        ::core::result::Result::Ok(v) => v,
+                        ::core::result::Result::Err(r) => return ::shimeji::http::IntoResponse::into_response(r),
+                    };
+                });
+            } else {
+                extract.push(quote_spanned! {ty.span()=>
+                    let __req = ::shimeji::http::Request::from_parts(__parts, __body);
+                    let #name: #ty = match <#ty as ::shimeji::http::FromRequest<(), _>>::from_request(__req, &()).await {
+                        ::core::result::Result::Ok(v) => v,
+                        ::core::result::Result::Err(r) => return ::shimeji::http::IntoResponse::into_response(r),
+                    };
+                });
+            }
+        }
+        let respond = match &ep.result {
+            Some((_, err)) => {
+                let error =
+                    quote_spanned!(err.span()=> ::shimeji::http::error_response::<#err>(&__error));
+                quote! {
+                    match __out {
+                        ::core::result::Result::Ok(__value) => {
+                            #[allow(unused_imports)]
+                            use ::shimeji::http::__respond::{ViaIntoResponse, ViaJson};
+                            (&&::shimeji::http::__respond::Responder::new(__value)).respond()
+                        }
+                        ::core::result::Result::Err(__error) => #error,
+                    }
+                }
+            }
+            None => quote! {{
+                #[allow(unused_imports)]
+                use ::shimeji::http::__respond::{ViaIntoResponse, ViaJson};
+                (&&::shimeji::http::__respond::Responder::new(__out)).respond()
+            }},
+        };
+        http_arms.push(quote! {
+            #method_name => {
+                #[allow(unused_mut, unused_variables)]
+                let (mut __parts, __body) = __req.into_parts();
+                #(#extract)*
+                let __out = self.#method(#(#names),*).await;
+                #respond
+            }
+        });
+        http_specs.push(quote! {
+            ::shimeji::http::HttpRouteSpec { method: #verb, path: #path, name: #method_name }
+        });
+    }
+    let http_items = if http_specs.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            const HTTP_ROUTES: &'static [::shimeji::http::HttpRouteSpec] = &[#(#http_specs),*];
+
+            fn dispatch_http(
+                &self,
+                __name: &'static str,
+                __req: ::shimeji::http::Request,
+            ) -> impl ::core::future::Future<Output = ::shimeji::http::Response> + ::core::marker::Send + '_ {
+                async move {
+                    match __name {
+                        #(#http_arms)*
+                        _ => ::shimeji::http::not_found(__name),
+                    }
+                }
+            }
+        }
+    };
+    let websocket = args.websocket;
     let declared_events = &args.events;
     let client_doc = format!(
         "Typed client for the `{}` service: one async method per RPC entrypoint.",
@@ -678,6 +817,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             const RPC_METHODS: &'static [&'static str] = &[#(#rpc_names),*];
             const EVENT_HANDLERS: &'static [::shimeji::__private::EventHandlerSpec] = &[#(#event_specs),*];
             const TIMERS: &'static [::shimeji::__private::TimerSpec] = &[#(#timer_specs),*];
+            const WEBSOCKET_RPC: bool = #websocket;
+            #http_items
 
             fn describe() -> ::shimeji::ServiceDescription {
                 ::shimeji::ServiceDescription {

@@ -77,6 +77,8 @@ pub struct SetupContext {
     pub(crate) service: &'static str,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) config: Arc<Config>,
+    #[cfg(feature = "http")]
+    pub(crate) hub: Arc<crate::http::hub_registry::Hub>,
 }
 
 impl SetupContext {
@@ -86,6 +88,8 @@ impl SetupContext {
             service,
             transport,
             config,
+            #[cfg(feature = "http")]
+            hub: Arc::default(),
         }
     }
 

@@ -258,6 +258,12 @@ pub trait Exception {
     fn exc_args(&self) -> Vec<Value> {
         vec![Value::String(self.message())]
     }
+    /// The HTTP status an HTTP entrypoint answers with when it returns this
+    /// error (default 400; `#[exception(status = 404)]` to choose). A 5xx
+    /// status sends no details to the client.
+    fn http_status(&self) -> u16 {
+        400
+    }
     /// The wire form of the error.
     fn to_remote(&self) -> RemoteError {
         RemoteError {
@@ -270,6 +276,10 @@ pub trait Exception {
 }
 
 impl Exception for RemoteError {
+    /// A remote error is unexpected unless the method says otherwise: 500.
+    fn http_status(&self) -> u16 {
+        500
+    }
     fn exc_type(&self) -> String {
         self.exc_type.clone()
     }
@@ -310,6 +320,16 @@ impl Exception for CallError {
         match self.remote() {
             Some(e) => e.exc_args.clone(),
             None => vec![Value::String(self.to_string())],
+        }
+    }
+    /// A failed downstream call is the server's problem: 502/503/504, or
+    /// 500 for a remote error.
+    fn http_status(&self) -> u16 {
+        match self {
+            CallError::Timeout { .. } => 504,
+            CallError::UnknownService(_) => 503,
+            CallError::Transport(_) => 502,
+            _ => 500,
         }
     }
 }

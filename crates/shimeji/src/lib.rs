@@ -60,6 +60,8 @@ pub mod context;
 pub mod dependency;
 pub mod error;
 pub mod events;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod payload;
 pub mod runner;
 pub mod service;

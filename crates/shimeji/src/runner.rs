@@ -51,6 +51,10 @@ struct Runtime {
     config: Arc<Config>,
     transport: Arc<dyn Transport>,
     observers: Arc<Observers>,
+    #[cfg(feature = "http")]
+    web: Arc<std::sync::Mutex<crate::http::server::WebApp>>,
+    #[cfg(feature = "http")]
+    hub: Arc<crate::http::hub_registry::Hub>,
 }
 
 /// Collects services, then starts them on one transport.
@@ -110,8 +114,23 @@ impl ServiceRunner {
                         observers: rt.observers.clone(),
                     },
                 );
-                let setup = SetupContext::new(S::NAME, rt.transport.clone(), rt.config.clone());
+                #[allow(unused_mut)]
+                let mut setup = SetupContext::new(S::NAME, rt.transport.clone(), rt.config.clone());
+                #[cfg(feature = "http")]
+                {
+                    setup.hub = rt.hub.clone();
+                }
                 let serving: Serving = container.start(&setup, &rt.transport).await?;
+                #[cfg(feature = "http")]
+                {
+                    let mut web = rt.web.lock().unwrap_or_else(|p| p.into_inner());
+                    if !S::HTTP_ROUTES.is_empty() {
+                        web.add_routes(S::NAME, S::HTTP_ROUTES, container.clone());
+                    }
+                    if S::WEBSOCKET_RPC {
+                        web.add_websocket_service(S::NAME);
+                    }
+                }
                 let stop: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send> =
                     Box::new(move || Box::pin(async move { container.stop(serving).await }));
                 Ok(stop)
@@ -157,10 +176,16 @@ impl ServiceRunner {
             config: Arc::new(self.config),
             transport,
             observers: Observers::new(),
+            #[cfg(feature = "http")]
+            web: Arc::default(),
+            #[cfg(feature = "http")]
+            hub: Arc::default(),
         };
         let mut running = RunningServices {
             rt: rt.clone(),
             stops: Vec::new(),
+            #[cfg(feature = "http")]
+            web: None,
         };
         for start in self.starters {
             match start(rt.clone()).await {
@@ -170,6 +195,11 @@ impl ServiceRunner {
                     return Err(e);
                 }
             }
+        }
+        #[cfg(feature = "http")]
+        if let Err(e) = running.start_web().await {
+            running.stop().await;
+            return Err(e);
         }
         Ok(running)
     }
@@ -214,9 +244,57 @@ pub async fn shutdown_signal() {
 pub struct RunningServices {
     rt: Runtime,
     stops: Vec<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
+    #[cfg(feature = "http")]
+    web: Option<WebServer>,
+}
+
+#[cfg(feature = "http")]
+struct WebServer {
+    address: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl RunningServices {
+    /// Starts the web server when a service has HTTP or WebSocket entrypoints.
+    #[cfg(feature = "http")]
+    async fn start_web(&mut self) -> Result<(), StartError> {
+        let app = std::mem::take(&mut *self.rt.web.lock().unwrap_or_else(|p| p.into_inner()));
+        if app.is_empty() {
+            return Ok(());
+        }
+        let config = &self.rt.config;
+        let address = config
+            .get::<String>("WEB_SERVER_ADDRESS")?
+            .unwrap_or_else(|| crate::http::DEFAULT_WEB_SERVER_ADDRESS.to_string());
+        let max_body = config
+            .get::<usize>("max_body_size")?
+            .unwrap_or(crate::http::DEFAULT_MAX_BODY_SIZE);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (address, task) = crate::http::server::serve(
+            app,
+            &address,
+            max_body,
+            self.rt.hub.clone(),
+            self.dynamic_client(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(StartError::Unsupported)?;
+        self.web = Some(WebServer {
+            address,
+            task,
+            shutdown,
+        });
+        Ok(())
+    }
+
+    /// The address the web server listens on, when one runs.
+    #[cfg(feature = "http")]
+    pub fn web_address(&self) -> Option<std::net::SocketAddr> {
+        self.web.as_ref().map(|w| w.address)
+    }
+
     /// A typed client for a service, e.g. `let g: GreeterClient = running.client();`.
     pub fn client<C: ServiceClient>(&self) -> C {
         C::from(self.dynamic_client())
@@ -280,8 +358,16 @@ impl RunningServices {
 
     /// Stops every service: stop taking work, drain, stop dependencies.
     pub async fn stop(self) {
+        #[cfg(feature = "http")]
+        if let Some(web) = &self.web {
+            web.shutdown.cancel();
+        }
         let stops = self.stops.into_iter().map(|stop| stop());
         futures::future::join_all(stops).await;
+        #[cfg(feature = "http")]
+        if let Some(web) = self.web {
+            let _ = tokio::time::timeout(Duration::from_secs(5), web.task).await;
+        }
     }
 }
 

@@ -100,6 +100,23 @@ pub trait Service: Send + Sync + 'static {
     const EVENT_HANDLERS: &'static [EventHandlerSpec];
     /// Its timer entrypoints.
     const TIMERS: &'static [TimerSpec] = &[];
+    /// Whether its RPC entrypoints answer on the WebSocket hub
+    /// (`#[service(name = "…", websocket)]`).
+    const WEBSOCKET_RPC: bool = false;
+    /// Its HTTP entrypoints.
+    #[cfg(feature = "http")]
+    const HTTP_ROUTES: &'static [crate::http::HttpRouteSpec] = &[];
+
+    /// Runs HTTP entrypoint `name` for a request.
+    #[cfg(feature = "http")]
+    fn dispatch_http(
+        &self,
+        name: &'static str,
+        request: crate::http::Request,
+    ) -> impl Future<Output = crate::http::Response> + Send + '_ {
+        let _ = request;
+        async move { crate::http::not_found(name) }
+    }
 
     /// A machine-readable description of the service.
     fn describe() -> ServiceDescription;

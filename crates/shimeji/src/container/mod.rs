@@ -330,3 +330,37 @@ impl<S: Service> ServiceHandler for Container<S> {
         }))
     }
 }
+
+#[cfg(feature = "http")]
+impl<S: Service> crate::http::server::HttpHandler for Container<S> {
+    fn handle(
+        &self,
+        name: &'static str,
+        request: crate::http::Request,
+    ) -> BoxFuture<'_, crate::http::Response> {
+        use axum::http::StatusCode;
+        Box::pin(async move {
+            let ran = self
+                .run(name, None, move |svc| async move {
+                    Ok(svc.dispatch_http(name, request).await)
+                })
+                .await;
+            match ran {
+                Ok(response) => response,
+                Err(e) if e.exc_type == "ServiceStopping" => crate::http::error_body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "the service is stopping",
+                ),
+                Err(e) => {
+                    tracing::error!(service = S::NAME, entrypoint = name, error = %e, "HTTP entrypoint failed");
+                    crate::http::error_body(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalServerError",
+                        "internal server error",
+                    )
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! HTTP and WebSocket entrypoints, on axum (feature `http`).
+//!
+//! `#[http(GET, "/users/{id}")]` makes a method an HTTP entrypoint. Its
+//! parameters are axum extractors (`Path`, `Query`, `Json`, `HeaderMap`, …);
+//! it may return a value (sent as JSON), anything axum turns into a response
+//! (`String`, `(StatusCode, body)`, `(StatusCode, HeaderMap, body)`,
+//! `Response`), or a `Result` of those. The error type of a `Result` is the
+//! method's *expected* error: it becomes a 4xx response with a JSON body
+//! naming its type and message (`400` unless the type says otherwise with
+//! `#[exception(status = 404)]`). Anything else — a panic, a 5xx status —
+//! becomes a 500 with no internals in the body.
+//!
+//! ```
+//! use shimeji::prelude::*;
+//! use shimeji::http::{Json, Path};
+//!
+//! #[derive(Debug, thiserror::Error, Exception)]
+//! #[exception(status = 404)]
+//! #[error("no user {0}")]
+//! struct NoSuchUser(u64);
+//!
+//! #[derive(Default)]
+//! struct Users;
+//!
+//! #[service(name = "users")]
+//! impl Users {
+//!     #[http(GET, "/users/{id}")]
+//!     async fn get(&self, Path(id): Path<u64>) -> Result<serde_json::Value, NoSuchUser> {
+//!         if id == 1 { Ok(serde_json::json!({"id": 1, "name": "Ada"})) } else { Err(NoSuchUser(id)) }
+//!     }
+//!
+//!     #[http(POST, "/echo")]
+//!     async fn echo(&self, Json(body): Json<serde_json::Value>) -> Json<serde_json::Value> {
+//!         Json(body)
+//!     }
+//! }
+//! ```
+//!
+//! All services of a runner share one server on `WEB_SERVER_ADDRESS`
+//! (default `0.0.0.0:8000`). Request bodies are limited to
+//! `max_body_size` bytes (default 2 MiB; more gets 413). Unknown routes get
+//! 404, malformed JSON 400, a path parameter of the wrong type 400.
+//!
+//! The WebSocket hub (see [`WebSocketHub`]) answers on `/ws` when a service
+//! is marked `#[service(name = "…", websocket)]`.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::error::Exception;
+
+mod hub;
+pub(crate) mod server;
+
+pub(crate) mod hub_registry {
+    pub(crate) use super::hub::Hub;
+}
+
+pub use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
+pub use axum::http::{HeaderMap, HeaderValue, Method};
+pub use axum::response::{IntoResponse, Response};
+pub use hub::WebSocketHub;
+
+/// Status codes, re-exported from `http`.
+pub use axum::http::StatusCode as Status;
+
+/// Default `max_body_size`: 2 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
+/// Default `WEB_SERVER_ADDRESS`.
+pub const DEFAULT_WEB_SERVER_ADDRESS: &str = "0.0.0.0:8000";
+
+/// An HTTP entrypoint, as `#[service]` declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpRouteSpec {
+    /// `GET`, `POST`, …
+    pub method: &'static str,
+    /// The route, with `{param}` placeholders.
+    pub path: &'static str,
+    /// The method that handles it.
+    pub name: &'static str,
+}
+
+/// The JSON body of an error response: `{"error": type, "message": text}`.
+pub fn error_body(status: StatusCode, exc_type: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": exc_type, "message": message })),
+    )
+        .into_response()
+}
+
+/// The response for an entrypoint's expected error: its status (4xx), or a
+/// 500 with no details when the type asks for a 5xx.
+pub fn error_response<E: Exception + ?Sized>(error: &E) -> Response {
+    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    if status.is_server_error() {
+        tracing::error!(exc_type = %error.exc_type(), error = %error.message(), "HTTP entrypoint failed");
+        return error_body(status, "InternalServerError", "internal server error");
+    }
+    error_body(status, &error.exc_type(), &error.message())
+}
+
+/// 404 for a route the service does not have.
+pub fn not_found(name: &str) -> Response {
+    error_body(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("no HTTP entrypoint `{name}`"),
+    )
+}
+
+#[doc(hidden)]
+pub mod __respond {
+    //! Turns an entrypoint's value into a response: anything axum can turn
+    //! into one as axum does, any other serializable value as JSON.
+    use super::{IntoResponse, Json, Response};
+    use std::cell::Cell;
+
+    pub struct Responder<T>(Cell<Option<T>>);
+
+    impl<T> Responder<T> {
+        pub fn new(value: T) -> Self {
+            Responder(Cell::new(Some(value)))
+        }
+        fn take(&self) -> Option<T> {
+            self.0.take()
+        }
+    }
+
+    pub trait ViaIntoResponse {
+        fn respond(&self) -> Response;
+    }
+    impl<T: IntoResponse> ViaIntoResponse for &Responder<T> {
+        fn respond(&self) -> Response {
+            self.take()
+                .map(IntoResponse::into_response)
+                .unwrap_or_default()
+        }
+    }
+
+    pub trait ViaJson {
+        fn respond(&self) -> Response;
+    }
+    impl<T: serde::Serialize> ViaJson for Responder<T> {
+        fn respond(&self) -> Response {
+            self.take()
+                .map(|v| Json(v).into_response())
+                .unwrap_or_default()
+        }
+    }
+}
