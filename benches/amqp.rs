@@ -510,7 +510,13 @@ fn main() {
     let _ = Command::new("rabbitmqctl")
         .args(["set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"])
         .output();
-    let python = match interop_python() {
+    let python = match interop_python().and_then(|p| {
+        if std::env::var("SKIP_NAMEKO").is_ok() {
+            Err("SKIP_NAMEKO is set".to_string())
+        } else {
+            Ok(p)
+        }
+    }) {
         Ok(p) => Some(p),
         Err(e) => {
             eprintln!("Nameko contenders NOT MEASURED: {e}");

@@ -69,6 +69,12 @@ pub struct AmqpSettings {
     pub rpc_exchange: String,
     /// Largest request accepted (config key `max_message_size`, default 16 MiB).
     pub max_message_size: usize,
+    /// Publish replies persistent, as Nameko does (config key
+    /// `persistent_replies`, default false). A reply lives for the moment
+    /// between the service and its caller; writing it to disk costs about a
+    /// third of the throughput and buys only that a reply waiting in its
+    /// queue survives a broker restart. Requests and events stay persistent.
+    pub persistent_replies: bool,
 }
 
 impl std::fmt::Debug for AmqpSettings {
@@ -78,6 +84,7 @@ impl std::fmt::Debug for AmqpSettings {
             .field("heartbeat", &self.heartbeat)
             .field("rpc_exchange", &self.rpc_exchange)
             .field("max_message_size", &self.max_message_size)
+            .field("persistent_replies", &self.persistent_replies)
             .finish()
     }
 }
@@ -90,6 +97,7 @@ impl AmqpSettings {
             heartbeat: 60,
             rpc_exchange: wire::DEFAULT_RPC_EXCHANGE.to_string(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            persistent_replies: false,
         }
     }
 
@@ -104,6 +112,9 @@ impl AmqpSettings {
         }
         if let Ok(Some(n)) = config.get::<usize>("max_message_size") {
             settings.max_message_size = n;
+        }
+        if let Ok(Some(p)) = config.get::<bool>("persistent_replies") {
+            settings.persistent_replies = p;
         }
         Some(settings)
     }
@@ -888,7 +899,12 @@ impl Worker {
                 return self.reject(tag).await;
             }
         };
-        let props = wire::properties(None, correlation_id.as_deref(), None);
+        let mode = if inner.settings.persistent_replies {
+            2
+        } else {
+            1
+        };
+        let props = wire::properties_with_mode(mode, None, correlation_id.as_deref(), None);
         let session = inner.session.borrow().clone();
         let Some(session) = session else {
             // Disconnected: leave the request unacked; the broker hands it

@@ -178,8 +178,18 @@ pub fn context_from_headers(headers: Option<&FieldTable>) -> WorkerContext {
     WorkerContext::from_wire(stack, data)
 }
 
-/// Properties of every message shimeji publishes.
+/// Properties of a persistent message (delivery mode 2), as Nameko sends them.
 pub fn properties(
+    headers: Option<FieldTable>,
+    correlation_id: Option<&str>,
+    reply_to: Option<&str>,
+) -> BasicProperties {
+    properties_with_mode(2, headers, correlation_id, reply_to)
+}
+
+/// Properties with delivery mode `mode`: 2 persistent, 1 transient.
+pub fn properties_with_mode(
+    mode: u8,
     headers: Option<FieldTable>,
     correlation_id: Option<&str>,
     reply_to: Option<&str>,
@@ -188,7 +198,7 @@ pub fn properties(
     props
         .with_content_type(CONTENT_TYPE)
         .with_content_encoding(CONTENT_ENCODING)
-        .with_delivery_mode(2)
+        .with_delivery_mode(mode)
         .with_priority(0);
     props.with_headers(headers.unwrap_or_default());
     if let Some(id) = correlation_id {
