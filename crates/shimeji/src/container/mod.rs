@@ -267,7 +267,27 @@ impl<S: Service> Container<S> {
             dep.worker_setup(&ctx);
         }
         let guarded = AssertUnwindSafe(work(&self.service)).catch_unwind();
-        let mut worker = std::pin::pin!(context::scope(ctx.clone(), guarded));
+        // One span per entrypoint run; its fields are formatted only when a
+        // subscriber listens at INFO.
+        let span = tracing::info_span!(
+            "entrypoint",
+            service = S::NAME,
+            entrypoint,
+            call_id = tracing::field::Empty,
+            parent_call_id = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            if let Some(id) = ctx.call_id() {
+                span.record("call_id", id.as_str());
+            }
+            if let Some(parent) = ctx.parent_call_id() {
+                span.record("parent_call_id", parent.as_str());
+            }
+        }
+        let mut worker = std::pin::pin!(tracing::Instrument::instrument(
+            context::scope(ctx.clone(), guarded),
+            span
+        ));
         // Most workers finish on their first poll; only one that waits needs
         // to listen for the kill signal too.
         let outcome = match futures::poll!(worker.as_mut()) {
