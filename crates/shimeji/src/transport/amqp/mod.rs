@@ -670,14 +670,6 @@ impl Transport for AmqpTransport {
 
     fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>> {
         Box::pin(async move {
-            for spec in binding.event_handlers {
-                if spec.handler_type == HandlerType::Broadcast && spec.reliable_delivery {
-                    tracing::debug!(
-                        method = spec.method,
-                        "broadcast handlers get one queue per instance, deleted with it: reliable_delivery does not apply"
-                    );
-                }
-            }
             let served = Arc::new(Served {
                 binding,
                 channel: Mutex::new(None),
