@@ -292,10 +292,13 @@ async fn raw_server() -> Connection {
     connection
 }
 
-/// The raw client: one reply queue, replies matched by correlation id.
+/// The raw client: one reply queue, replies matched by correlation id;
+/// requests published `mandatory` on a plain channel, replies taken without
+/// acks (what shimeji's client does).
 #[derive(Clone)]
 struct RawClient {
     publisher: ConfirmChannel,
+    requests: Channel,
     pending: Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>,
     reply_key: Arc<str>,
 }
@@ -303,6 +306,7 @@ struct RawClient {
 impl RawClient {
     async fn connect(connection: &Connection) -> Self {
         let publisher = ConfirmChannel::open(connection).await;
+        let requests = connection.open_channel(None).await.unwrap();
         let channel = connection.open_channel(None).await.unwrap();
         let reply_key: Arc<str> = uuid::Uuid::new_v4().to_string().into();
         // The reply queue Nameko declares: durable, expiring 5 minutes after its last consumer.
@@ -350,6 +354,7 @@ impl RawClient {
         });
         RawClient {
             publisher,
+            requests,
             pending,
             reply_key,
         }
@@ -360,16 +365,12 @@ impl RawClient {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id.clone(), tx);
         let body = serde_json::to_vec(&json!({"args": [value], "kwargs": {}})).unwrap();
-        let _confirm = self
-            .publisher
-            .publish(
-                "nameko-rpc",
-                "rawecho.echo",
-                true,
-                json_props(Some(&id), Some(&self.reply_key)),
-                body,
-            )
-            .await;
+        let mut args = BasicPublishArguments::new("nameko-rpc", "rawecho.echo");
+        args.mandatory(true);
+        self.requests
+            .basic_publish(json_props(Some(&id), Some(&self.reply_key)), body, args)
+            .await
+            .expect("publish the request");
         let reply = rx.await.expect("raw reply");
         serde_json::from_slice::<Value>(&reply).unwrap()["result"].take()
     }

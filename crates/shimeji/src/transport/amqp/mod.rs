@@ -364,9 +364,13 @@ impl ConnectionCallback for ConnectionWatch {
     async fn secret_updated(&mut self, _connection: &Connection) {}
 }
 
-/// A confirm-mode channel: each publish learns whether the broker took it.
+/// A confirm-mode channel, where each publish learns whether the broker
+/// took it (replies, events), and a plain channel for requests: a request
+/// needs no confirm, its reply says it arrived, and an unroutable one comes
+/// back (`mandatory`) at once.
 struct Publisher {
     channel: Channel,
+    requests: Channel,
     /// Serializes publishes so that delivery tags follow publish order.
     next_tag: tokio::sync::Mutex<u64>,
     confirms: Arc<Mutex<BTreeMap<u64, oneshot::Sender<bool>>>>,
@@ -388,6 +392,13 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectArguments::default())
             .await?;
+        let requests = connection.open_channel(None).await?;
+        requests
+            .register_callback(PublisherWatch {
+                confirms: Arc::default(),
+                inner: Arc::downgrade(inner),
+            })
+            .await?;
         channel
             .exchange_declare(
                 ExchangeDeclareArguments::new(&inner.settings.rpc_exchange, "topic")
@@ -397,6 +408,7 @@ impl Publisher {
             .await?;
         Ok(Publisher {
             channel,
+            requests,
             next_tag: tokio::sync::Mutex::new(1),
             confirms,
         })
@@ -428,6 +440,19 @@ impl Publisher {
                 Err(e)
             }
         }
+    }
+
+    /// Publishes a request, `mandatory`, without a confirm.
+    async fn publish_request(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        props: BasicProperties,
+        body: Vec<u8>,
+    ) -> Result<(), amqprs::error::Error> {
+        let mut args = BasicPublishArguments::new(exchange, routing_key);
+        args.mandatory(true);
+        self.requests.basic_publish(props, body, args).await
     }
 
     fn fail_all(&self) {
@@ -531,7 +556,13 @@ async fn start_reply_consumer(
         ))
         .await?;
     let (_tag, mut rx) = channel
-        .basic_consume_rx(BasicConsumeArguments::new(&inner.reply_queue, "").finish())
+        // Replies are taken as they come (no ack): a reply lost with its
+        // connection leaves its call to its timeout.
+        .basic_consume_rx(
+            BasicConsumeArguments::new(&inner.reply_queue, "")
+                .manual_ack(false)
+                .finish(),
+        )
         .await?;
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
@@ -543,11 +574,7 @@ async fn start_reply_consumer(
                 content,
                 ..
             } = message;
-            if let Some(deliver) = &deliver {
-                let _ = channel
-                    .basic_ack(BasicAckArguments::new(deliver.delivery_tag(), false))
-                    .await;
-            }
+            let _ = (&deliver, &channel);
             let Some(id) = basic_properties.as_ref().and_then(|p| p.correlation_id()) else {
                 tracing::warn!("reply without a correlation id: dropped");
                 continue;
@@ -601,31 +628,14 @@ impl Transport for AmqpTransport {
             let props = wire::properties(Some(headers), Some(&id), Some(&self.inner.reply_key));
             let routing_key = format!("{}.{}", request.service, request.method);
             let session = self.session().await;
-            let confirm = session
+            session
                 .publisher
-                .publish(
-                    &self.inner.settings.rpc_exchange,
-                    &routing_key,
-                    true,
-                    props,
-                    body,
-                )
+                .publish_request(&self.inner.settings.rpc_exchange, &routing_key, props, body)
                 .await
                 .map_err(transport_error)?;
-            tokio::pin!(reply);
-            let confirmed = async {
-                match confirm.await {
-                    Ok(false) => Err(CallError::Transport(
-                        "the broker refused the request (nack)".into(),
-                    )),
-                    // Acked, or the connection went: either way the reply may still come.
-                    _ => std::future::pending().await,
-                }
-            };
-            let result = tokio::select! {
-                r = &mut reply => r.unwrap_or_else(|_| Err(CallError::Transport("reply channel closed".into()))),
-                e = confirmed => e,
-            };
+            let result = reply
+                .await
+                .unwrap_or_else(|_| Err(CallError::Transport("reply channel closed".into())));
             result.map(Payload::Json)
         })
     }
