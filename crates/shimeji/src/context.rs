@@ -25,7 +25,7 @@
 //! ```
 //!
 //! Tasks spawned with `tokio::spawn` start without a context; use
-//! [`spawn`](crate::spawn) to carry the current one into them.
+//! [`spawn`] to carry the current one into them.
 
 use serde_json::{Map, Value};
 use std::fmt;

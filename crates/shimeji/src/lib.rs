@@ -36,7 +36,7 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`service`] | what `#[service]` generates, service descriptions |
+//! | [`service`](mod@service) | what `#[service]` generates, service descriptions |
 //! | [`client`] | typed and dynamic clients, timeouts |
 //! | [`events`] | dispatching events; handler types |
 //! | [`dependency`] | the dependency trait and its hooks |

@@ -154,7 +154,7 @@ impl ServiceRunner {
             };
             let transport = crate::transport::amqp::AmqpTransport::connect(settings, &name)
                 .await
-                .map_err(|e| StartError::Unsupported(e.to_string()))?;
+                .map_err(|e| StartError::Connect(e.to_string()))?;
             return Ok(Arc::new(transport));
         }
         #[cfg(not(feature = "amqp"))]

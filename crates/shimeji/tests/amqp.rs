@@ -124,6 +124,24 @@ async fn the_same_service_runs_over_rabbitmq_by_configuration() {
     running.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn many_workers_dispatching_at_once_on_a_fresh_connection() {
+    // The first events of a connection declare their exchange: concurrent
+    // first dispatches must not trip over each other.
+    let running = start_calc().await;
+    let calc: CalcClient = running.client();
+    let calls: Vec<_> = (0..30).map(|i| calc.shout(format!("w{i}"))).collect();
+    for (i, result) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(result.unwrap(), format!("W{i}"));
+    }
+    assert!(matches!(running.transport().name(), "amqp"));
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_service_fails_at_once_not_at_the_timeout() {
     let running = ServiceRunner::with_config(config()).start().await.unwrap();

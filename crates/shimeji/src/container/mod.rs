@@ -67,7 +67,11 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    /// The configuration asks for a transport this build does not have.
+    /// The transport could not reach its broker.
+    #[error("{0}")]
+    Connect(String),
+    /// The configuration asks for something this build cannot do, or the
+    /// web server cannot listen.
     #[error("{0}")]
     Unsupported(String),
 }

@@ -55,6 +55,9 @@ use crate::service::HandlerType;
 
 pub mod wire;
 
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Default largest message a service accepts (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
@@ -153,8 +156,9 @@ struct Inner {
 struct Session {
     connection: Connection,
     publisher: Publisher,
-    /// Event exchanges declared on this connection.
-    exchanges: Mutex<HashSet<String>>,
+    /// Event exchanges declared on this connection. Declaring waits on this
+    /// lock: amqprs cannot have two declarations in flight on one channel.
+    exchanges: tokio::sync::Mutex<HashSet<String>>,
     /// Cancelled when the connection is lost.
     lost: CancellationToken,
 }
@@ -257,8 +261,10 @@ async fn open_session(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> 
         inner.name,
         std::process::id()
     ));
-    let connection = Connection::open(&args)
+    // A broker that drops packets must not hang the start.
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::open(&args))
         .await
+        .map_err(|_| fail(format!("no answer within {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| fail(e.to_string()))?;
     let lost = CancellationToken::new();
     connection
@@ -271,7 +277,7 @@ async fn open_session(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> 
     let session = Arc::new(Session {
         connection,
         publisher,
-        exchanges: Mutex::new(HashSet::new()),
+        exchanges: tokio::sync::Mutex::new(HashSet::new()),
         lost,
     });
     start_reply_consumer(inner, &session)
@@ -645,19 +651,21 @@ impl Transport for AmqpTransport {
             let body = serde_json::to_vec(&event.payload)?;
             let exchange = wire::events_exchange(&event.source);
             let session = self.session().await;
-            let declared = lock(&session.exchanges).contains(&exchange);
-            if !declared {
-                session
-                    .publisher
-                    .channel
-                    .exchange_declare(
-                        ExchangeDeclareArguments::new(&exchange, "topic")
-                            .durable(true)
-                            .finish(),
-                    )
-                    .await
-                    .map_err(|e| DispatchError::Transport(e.to_string()))?;
-                lock(&session.exchanges).insert(exchange.clone());
+            {
+                let mut declared = session.exchanges.lock().await;
+                if !declared.contains(&exchange) {
+                    session
+                        .publisher
+                        .channel
+                        .exchange_declare(
+                            ExchangeDeclareArguments::new(&exchange, "topic")
+                                .durable(true)
+                                .finish(),
+                        )
+                        .await
+                        .map_err(|e| DispatchError::Transport(e.to_string()))?;
+                    declared.insert(exchange.clone());
+                }
             }
             let headers = wire::context_headers(event.context.as_ref());
             let props = wire::properties(Some(headers), None, None);
