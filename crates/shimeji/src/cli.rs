@@ -387,8 +387,13 @@ pub async fn serve<F>(args: ServiceArgs, services: F) -> Result<(), CliError>
 where
     F: FnOnce(ServiceRunner) -> ServiceRunner,
 {
-    args.log.init("info")?;
     let config = args.config.load()?;
+    let mut log = args.log;
+    let (level, format) = logging_from_config(&config);
+    if log.log_format == LogFormat::Text {
+        log.log_format = format.unwrap_or(LogFormat::Text);
+    }
+    log.init(level.as_deref().unwrap_or("info"))?;
     if let Some(format) = args.show_config {
         print!("{}", render_config(&config, format));
         return Ok(());
@@ -406,6 +411,31 @@ where
     running.run_until_signal().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logging from the `LOGGING` config key, as Nameko names it: a level
+/// (`LOGGING: debug`), an object with `level` and `format` (`text` or
+/// `json`), or a Nameko dictConfig, whose `root.level` is taken.
+/// `--log-level` and `RUST_LOG` win over it.
+pub fn logging_from_config(config: &Config) -> (Option<String>, Option<LogFormat>) {
+    let Ok(Some(logging)) = config.get::<serde_json::Value>("LOGGING") else {
+        return (None, None);
+    };
+    let level = match &logging {
+        serde_json::Value::String(level) => Some(level.clone()),
+        other => other
+            .get("level")
+            .or_else(|| other.get("root").and_then(|r| r.get("level")))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+    }
+    .map(|l| l.to_ascii_lowercase());
+    let format = match logging.get("format").and_then(serde_json::Value::as_str) {
+        Some("json") => Some(LogFormat::Json),
+        Some("text") => Some(LogFormat::Text),
+        _ => None,
+    };
+    (level, format)
 }
 
 /// `--log-format json`: one JSON object per line, without the
@@ -522,6 +552,20 @@ mod json_log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logging_key_as_nameko_names_it() {
+        let dict =
+            Config::from_yaml("LOGGING:\n  version: 1\n  root:\n    level: DEBUG\n").unwrap();
+        assert_eq!(logging_from_config(&dict), (Some("debug".into()), None));
+        let short = Config::from_yaml("LOGGING:\n  level: warn\n  format: json\n").unwrap();
+        assert_eq!(
+            logging_from_config(&short),
+            (Some("warn".into()), Some(LogFormat::Json))
+        );
+        let none = Config::new();
+        assert_eq!(logging_from_config(&none), (None, None));
+    }
 
     #[test]
     fn broker_wins_and_is_checked() {
