@@ -38,34 +38,9 @@ fn uri() -> String {
     format!("amqp://guest:guest@127.0.0.1:5672/{VHOST}")
 }
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Figures {
-    seq: f64,
-    p50: f64,
-    p99: f64,
-    c64: f64,
-}
-
-fn medians(rounds: &[Figures]) -> Figures {
-    Figures {
-        seq: median(rounds.iter().map(|f| f.seq).collect()),
-        p50: median(rounds.iter().map(|f| f.p50).collect()),
-        p99: median(rounds.iter().map(|f| f.p99).collect()),
-        c64: median(rounds.iter().map(|f| f.c64).collect()),
-    }
-}
+use common::{env_usize, median, medians, Figures};
 
 /// Sequential calls with per-call latency, then 64 in flight.
 async fn measure<C, F, Fut>(calls: usize, calls64: usize, client: C, call: F) -> Figures

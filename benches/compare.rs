@@ -27,25 +27,9 @@ impl Greeter {
     }
 }
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
-}
-
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    seq_calls_per_sec: f64,
-    seq_p50_us: f64,
-    seq_p99_us: f64,
-    c64_calls_per_sec: f64,
-}
+use common::{env_usize, medians, Figures};
 
 /// Runs `call` `calls` times one after another, timing each call.
 async fn sequential<F, Fut>(calls: usize, call: F) -> (f64, f64, f64)
@@ -115,10 +99,10 @@ async fn measure_shimeji(calls: usize, calls64: usize, greeter: &GreeterClient) 
     })
     .await;
     Figures {
-        seq_calls_per_sec: seq,
-        seq_p50_us: p50,
-        seq_p99_us: p99,
-        c64_calls_per_sec: c64,
+        seq: seq,
+        p50: p50,
+        p99: p99,
+        c64: c64,
     }
 }
 
@@ -133,10 +117,10 @@ async fn measure_direct(calls: usize, calls64: usize) -> Figures {
     })
     .await;
     Figures {
-        seq_calls_per_sec: seq,
-        seq_p50_us: p50,
-        seq_p99_us: p99,
-        c64_calls_per_sec: c64,
+        seq: seq,
+        p50: p50,
+        p99: p99,
+        c64: c64,
     }
 }
 
@@ -164,21 +148,11 @@ fn measure_moleculer(calls: usize, calls64: usize) -> Result<Figures, String> {
             .ok_or_else(|| format!("missing {k} in {line}"))
     };
     Ok(Figures {
-        seq_calls_per_sec: f("seq_calls_per_sec")?,
-        seq_p50_us: f("seq_p50_us")?,
-        seq_p99_us: f("seq_p99_us")?,
-        c64_calls_per_sec: f("c64_calls_per_sec")?,
+        seq: f("seq_calls_per_sec")?,
+        p50: f("seq_p50_us")?,
+        p99: f("seq_p99_us")?,
+        c64: f("c64_calls_per_sec")?,
     })
-}
-
-fn medians(rounds: &[Figures]) -> Figures {
-    let m = |f: fn(&Figures) -> f64| median(rounds.iter().map(f).collect());
-    Figures {
-        seq_calls_per_sec: m(|f| f.seq_calls_per_sec),
-        seq_p50_us: m(|f| f.seq_p50_us),
-        seq_p99_us: m(|f| f.seq_p99_us),
-        c64_calls_per_sec: m(|f| f.c64_calls_per_sec),
-    }
 }
 
 fn main() {
@@ -226,7 +200,7 @@ fn main() {
     let row = |name: &str, f: &Figures| {
         println!(
             "| {name:<28} | {:>12.0} | {:>8.2} | {:>8.2} | {:>12.0} |",
-            f.seq_calls_per_sec, f.seq_p50_us, f.seq_p99_us, f.c64_calls_per_sec
+            f.seq, f.p50, f.p99, f.c64
         )
     };
     println!("\nin-memory RPC, greeter.hello(\"Ada\"), medians of {rounds} round(s): {calls} sequential calls, {calls64} with 64 in flight\n");
@@ -243,16 +217,16 @@ fn main() {
         row("moleculer local broker", &peer);
         println!(
             "\nshimeji / moleculer: {:.2}x sequential, {:.2}x with 64 in flight (target >= 1.5x); shimeji p50 {:.2} µs (target <= 2 µs)",
-            ours.seq_calls_per_sec / peer.seq_calls_per_sec,
-            ours.c64_calls_per_sec / peer.c64_calls_per_sec,
-            ours.seq_p50_us
+            ours.seq / peer.seq,
+            ours.c64 / peer.c64,
+            ours.p50
         );
     } else if let Some(e) = peer_error {
         println!("\nmoleculer: NOT MEASURED: {e}");
     }
     println!(
         "framework cost over a direct call: {:.2} µs per call at p50 (sequential), {:.1}x the direct call's time with 64 in flight",
-        ours.seq_p50_us - direct.seq_p50_us,
-        direct.c64_calls_per_sec / ours.c64_calls_per_sec
+        ours.p50 - direct.p50,
+        direct.c64 / ours.c64
     );
 }

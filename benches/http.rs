@@ -21,17 +21,9 @@ impl Hello {
     }
 }
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
-}
+use common::{env_usize, median};
 
 /// Runs wrk against `url`; requests per second.
 fn wrk(url: &str, seconds: usize) -> f64 {
