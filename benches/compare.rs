@@ -98,12 +98,7 @@ async fn measure_shimeji(calls: usize, calls64: usize, greeter: &GreeterClient) 
         g
     })
     .await;
-    Figures {
-        seq: seq,
-        p50: p50,
-        p99: p99,
-        c64: c64,
-    }
+    Figures { seq, p50, p99, c64 }
 }
 
 async fn measure_direct(calls: usize, calls64: usize) -> Figures {
@@ -116,12 +111,7 @@ async fn measure_direct(calls: usize, calls64: usize) -> Figures {
         std::hint::black_box(Greeter.hello(std::hint::black_box("Ada".into())).await);
     })
     .await;
-    Figures {
-        seq: seq,
-        p50: p50,
-        p99: p99,
-        c64: c64,
-    }
+    Figures { seq, p50, p99, c64 }
 }
 
 fn measure_moleculer(calls: usize, calls64: usize) -> Result<Figures, String> {
