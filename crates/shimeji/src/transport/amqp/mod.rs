@@ -370,19 +370,29 @@ impl ConnectionCallback for ConnectionWatch {
     async fn secret_updated(&mut self, _connection: &Connection) {}
 }
 
-/// A confirm-mode channel, where each publish learns whether the broker
-/// took it (replies, events), and a plain channel for requests: a request
-/// needs no confirm, its reply says it arrived, and an unroutable one comes
-/// back (`mandatory`) at once.
+/// How many confirm-mode channels replies and events spread over: each is a
+/// process of its own in the broker, and a lock of its own here.
+const CONFIRM_LANES: usize = 4;
+
+/// Confirm-mode channels, where each publish learns whether the broker took
+/// it (replies, events), and a plain channel for requests: a request needs no
+/// confirm, its reply says it arrived, and an unroutable one comes back
+/// (`mandatory`) at once.
 struct Publisher {
-    channel: Channel,
+    lanes: Vec<ConfirmLane>,
+    next_lane: AtomicU64,
     requests: Channel,
+}
+
+/// One confirm-mode channel and the confirms it waits for.
+struct ConfirmLane {
+    channel: Channel,
     /// Serializes publishes so that delivery tags follow publish order.
     next_tag: tokio::sync::Mutex<u64>,
     confirms: Arc<Mutex<BTreeMap<u64, oneshot::Sender<bool>>>>,
 }
 
-impl Publisher {
+impl ConfirmLane {
     async fn open(
         connection: &Connection,
         inner: &Arc<Inner>,
@@ -398,30 +408,13 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectArguments::default())
             .await?;
-        let requests = connection.open_channel(None).await?;
-        requests
-            .register_callback(PublisherWatch {
-                confirms: Arc::default(),
-                inner: Arc::downgrade(inner),
-            })
-            .await?;
-        channel
-            .exchange_declare(
-                ExchangeDeclareArguments::new(&inner.settings.rpc_exchange, "topic")
-                    .durable(true)
-                    .finish(),
-            )
-            .await?;
-        Ok(Publisher {
+        Ok(ConfirmLane {
             channel,
-            requests,
             next_tag: tokio::sync::Mutex::new(1),
             confirms,
         })
     }
 
-    /// Publishes; the receiver resolves with the broker's confirm (`true`
-    /// for ack), or closes when the connection is lost first.
     async fn publish(
         &self,
         exchange: &str,
@@ -447,6 +440,58 @@ impl Publisher {
             }
         }
     }
+}
+
+impl Publisher {
+    async fn open(
+        connection: &Connection,
+        inner: &Arc<Inner>,
+    ) -> Result<Self, amqprs::error::Error> {
+        let mut lanes = Vec::with_capacity(CONFIRM_LANES);
+        for _ in 0..CONFIRM_LANES {
+            lanes.push(ConfirmLane::open(connection, inner).await?);
+        }
+        let requests = connection.open_channel(None).await?;
+        requests
+            .register_callback(PublisherWatch {
+                confirms: Arc::default(),
+                inner: Arc::downgrade(inner),
+            })
+            .await?;
+        requests
+            .exchange_declare(
+                ExchangeDeclareArguments::new(&inner.settings.rpc_exchange, "topic")
+                    .durable(true)
+                    .finish(),
+            )
+            .await?;
+        Ok(Publisher {
+            lanes,
+            next_lane: AtomicU64::new(0),
+            requests,
+        })
+    }
+
+    /// The channel declarations go through (one at a time: see `Session::exchanges`).
+    fn control(&self) -> &Channel {
+        &self.requests
+    }
+
+    /// Publishes on the next lane; the receiver resolves with the broker's
+    /// confirm (`true` for ack), or closes when the connection is lost first.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        props: BasicProperties,
+        body: Vec<u8>,
+    ) -> Result<oneshot::Receiver<bool>, amqprs::error::Error> {
+        let i = self.next_lane.fetch_add(1, Ordering::Relaxed) as usize % self.lanes.len();
+        self.lanes[i]
+            .publish(exchange, routing_key, mandatory, props, body)
+            .await
+    }
 
     /// Publishes a request, `mandatory`, without a confirm.
     async fn publish_request(
@@ -462,7 +507,9 @@ impl Publisher {
     }
 
     fn fail_all(&self) {
-        lock(&self.confirms).clear();
+        for lane in &self.lanes {
+            lock(&lane.confirms).clear();
+        }
     }
 }
 
@@ -656,7 +703,7 @@ impl Transport for AmqpTransport {
                 if !declared.contains(&exchange) {
                     session
                         .publisher
-                        .channel
+                        .control()
                         .exchange_declare(
                             ExchangeDeclareArguments::new(&exchange, "topic")
                                 .durable(true)
