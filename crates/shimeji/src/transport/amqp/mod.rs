@@ -619,15 +619,15 @@ async fn start_reply_consumer(
         .await?;
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
+        // The channel closes when its handle drops: keep it with its consumer.
+        let _channel = channel;
         while let Some(message) = rx.recv().await {
             let Some(inner) = weak.upgrade() else { return };
             let ConsumerMessage {
-                deliver,
                 basic_properties,
                 content,
                 ..
             } = message;
-            let _ = (&deliver, &channel);
             let Some(id) = basic_properties.as_ref().and_then(|p| p.correlation_id()) else {
                 tracing::warn!("reply without a correlation id: dropped");
                 continue;
