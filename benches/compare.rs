@@ -16,20 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
-struct Greeter;
-
-#[service(name = "greeter")]
-impl Greeter {
-    #[rpc]
-    async fn hello(&self, name: String) -> String {
-        format!("Hello, {name}!")
-    }
-}
-
 mod common;
 
-use common::{env_usize, medians, Figures};
+use common::{env_usize, medians, Figures, Greeter, GreeterClient};
 
 /// Runs `call` `calls` times one after another, timing each call.
 async fn sequential<F, Fut>(calls: usize, call: F) -> (f64, f64, f64)

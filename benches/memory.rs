@@ -18,16 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-#[derive(Default)]
-struct Greeter;
+mod common;
 
-#[service(name = "greeter")]
-impl Greeter {
-    #[rpc]
-    async fn hello(&self, name: String) -> String {
-        format!("Hello, {name}!")
-    }
-}
+use common::{Greeter, GreeterClient};
 
 /// Counts handled events and wakes the bench when a target is reached.
 #[derive(Clone, Default)]

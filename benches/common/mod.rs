@@ -1,6 +1,21 @@
 //! What the side-by-side benches share: knobs from the environment, and
-//! medians of rounds.
+//! medians of rounds, and the greeter the in-process benches call.
 #![allow(dead_code)]
+
+use shimeji::prelude::*;
+
+/// The service the in-process benches call: `greeter.hello(name)`.
+#[derive(Default)]
+pub struct Greeter;
+
+#[service(name = "greeter")]
+impl Greeter {
+    /// Says hello.
+    #[rpc]
+    pub async fn hello(&self, name: String) -> String {
+        format!("Hello, {name}!")
+    }
+}
 
 /// A number from the environment, or `default`.
 pub fn env_usize(key: &str, default: usize) -> usize {

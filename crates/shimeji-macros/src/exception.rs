@@ -57,51 +57,41 @@ pub fn expand(item: TokenStream) -> syn::Result<TokenStream> {
         .as_ref()
         .map(|s| quote!(#s))
         .unwrap_or_else(|| quote!(400));
-    let status = match &input.data {
-        Data::Enum(data) => {
-            let arms = data
-                .variants
-                .iter()
-                .map(|v| {
-                    let variant = &v.ident;
-                    let status = options(&v.attrs, false)?
-                        .status
-                        .map(|s| quote!(#s))
-                        .unwrap_or_else(|| default_status.clone());
-                    Ok(quote!(Self::#variant { .. } => #status,))
-                })
-                .collect::<syn::Result<Vec<_>>>()?;
-            quote!(match self { #(#arms)* })
-        }
-        _ => default_status.clone(),
-    };
-    let exc_type = match &input.data {
+    // One pass over the variants: each one's name and status.
+    let (exc_type, status) = match &input.data {
         Data::Struct(_) => {
             let name = type_options
                 .name
                 .clone()
                 .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
-            quote!(#name)
+            (quote!(#name), default_status)
         }
         Data::Enum(data) => {
-            let arms = data
-                .variants
-                .iter()
-                .map(|v| {
-                    let variant = &v.ident;
-                    let name = options(&v.attrs, false)?
-                        .name
-                        .unwrap_or_else(|| LitStr::new(&variant.to_string(), variant.span()));
-                    Ok(quote!(Self::#variant { .. } => #name,))
-                })
-                .collect::<syn::Result<Vec<_>>>()?;
-            if arms.is_empty() {
+            let mut names = Vec::new();
+            let mut statuses = Vec::new();
+            for v in &data.variants {
+                let variant = &v.ident;
+                let options = options(&v.attrs, false)?;
+                let name = options
+                    .name
+                    .unwrap_or_else(|| LitStr::new(&variant.to_string(), variant.span()));
+                let status = options
+                    .status
+                    .map(|s| quote!(#s))
+                    .unwrap_or_else(|| default_status.clone());
+                names.push(quote!(Self::#variant { .. } => #name,));
+                statuses.push(quote!(Self::#variant { .. } => #status,));
+            }
+            if names.is_empty() {
                 return Err(syn::Error::new_spanned(
                     ident,
                     "`#[derive(Exception)]` needs at least one variant",
                 ));
             }
-            quote!(match self { #(#arms)* })
+            (
+                quote!(match self { #(#names)* }),
+                quote!(match self { #(#statuses)* }),
+            )
         }
         Data::Union(_) => {
             return Err(syn::Error::new_spanned(
