@@ -92,7 +92,6 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
 
 use crate::config::{redact_uri, Config, ConfigError};
 use crate::container::StartError;
@@ -170,18 +169,7 @@ fn check_broker(uri: &str) -> Result<&str, CliError> {
     }
 }
 
-/// How log lines look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    ///
-    /// Its keys: `timestamp`, `level`, `target`, `fields` (the message
-    /// among them) and `spans` (outermost first, each its `name` and fields).
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 /// Logging options: `--log-level` and `--log-format`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -209,26 +197,8 @@ impl LogArgs {
     /// process installs anything; when the program already installed a
     /// subscriber of its own, that one stays.
     pub fn init(&self, default_level: &str) -> Result<(), CliError> {
-        use tracing_subscriber::EnvFilter;
-        static INSTALLED: OnceLock<()> = OnceLock::new();
         let level = self.log_level.as_deref().unwrap_or(default_level);
-        let filter = EnvFilter::builder()
-            .parse(level)
-            .map_err(|e| CliError::Usage(format!("--log-level `{level}`: {e}")))?;
-        INSTALLED.get_or_init(|| {
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr);
-            // An error means a subscriber is already installed: keep it.
-            let _ = match self.log_format {
-                LogFormat::Text => builder.try_init(),
-                LogFormat::Json => builder
-                    .fmt_fields(json_log::JsonFields)
-                    .event_format(json_log::JsonFormat)
-                    .try_init(),
-            };
-        });
-        Ok(())
+        crate::logging::init(level, self.log_format).map_err(|e| CliError::Usage(format!("--{e}")))
     }
 }
 
@@ -436,117 +406,6 @@ pub fn logging_from_config(config: &Config) -> (Option<String>, Option<LogFormat
         _ => None,
     };
     (level, format)
-}
-
-/// `--log-format json`: one JSON object per line, without the
-/// `tracing-subscriber/json` feature.
-mod json_log {
-    use serde_json::{Map, Value};
-    use std::fmt;
-    use tracing::field::{Field, Visit};
-    use tracing::{Event, Subscriber};
-    use tracing_subscriber::field::RecordFields;
-    use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
-    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-    use tracing_subscriber::fmt::{FmtContext, FormattedFields};
-    use tracing_subscriber::registry::LookupSpan;
-
-    /// Collects fields into a JSON object.
-    #[derive(Default)]
-    struct Collect(Map<String, Value>);
-
-    impl Visit for Collect {
-        fn record_f64(&mut self, field: &Field, value: f64) {
-            self.0.insert(field.name().into(), value.into());
-        }
-        fn record_i64(&mut self, field: &Field, value: i64) {
-            self.0.insert(field.name().into(), value.into());
-        }
-        fn record_u64(&mut self, field: &Field, value: u64) {
-            self.0.insert(field.name().into(), value.into());
-        }
-        fn record_bool(&mut self, field: &Field, value: bool) {
-            self.0.insert(field.name().into(), value.into());
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().into(), value.into());
-        }
-        fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-            self.0.insert(field.name().into(), value.to_string().into());
-        }
-        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-            self.0
-                .insert(field.name().into(), format!("{value:?}").into());
-        }
-    }
-
-    /// Formats span fields as a JSON object, so events can embed them.
-    pub(super) struct JsonFields;
-
-    impl<'w> FormatFields<'w> for JsonFields {
-        fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-            let mut collect = Collect::default();
-            fields.record(&mut collect);
-            write!(writer, "{}", Value::Object(collect.0))
-        }
-
-        fn add_fields(
-            &self,
-            current: &'w mut FormattedFields<Self>,
-            fields: &tracing::span::Record<'_>,
-        ) -> fmt::Result {
-            let mut collect = Collect(serde_json::from_str(&current.fields).unwrap_or_default());
-            fields.record(&mut collect);
-            current.fields = Value::Object(collect.0).to_string();
-            Ok(())
-        }
-    }
-
-    /// Writes each event as one JSON object on its own line.
-    pub(super) struct JsonFormat;
-
-    impl<S> FormatEvent<S, JsonFields> for JsonFormat
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        fn format_event(
-            &self,
-            ctx: &FmtContext<'_, S, JsonFields>,
-            mut writer: Writer<'_>,
-            event: &Event<'_>,
-        ) -> fmt::Result {
-            let mut timestamp = String::new();
-            SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-            let mut fields = Collect::default();
-            event.record(&mut fields);
-            let mut line = Map::new();
-            line.insert("timestamp".into(), timestamp.into());
-            line.insert("level".into(), event.metadata().level().as_str().into());
-            line.insert("target".into(), event.metadata().target().into());
-            line.insert("fields".into(), Value::Object(fields.0));
-            if let Some(scope) = ctx.event_scope() {
-                let spans: Vec<Value> = scope
-                    .from_root()
-                    .map(|span| {
-                        let mut object = Map::new();
-                        object.insert("name".into(), span.name().into());
-                        if let Some(Ok(Value::Object(fields))) = span
-                            .extensions()
-                            .get::<FormattedFields<JsonFields>>()
-                            .map(|f| serde_json::from_str::<Value>(&f.fields))
-                        {
-                            object.extend(fields);
-                        }
-                        Value::Object(object)
-                    })
-                    .collect();
-                if !spans.is_empty() {
-                    line.insert("spans".into(), spans.into());
-                }
-            }
-            writeln!(writer, "{}", Value::Object(line))
-        }
-    }
 }
 
 #[cfg(test)]

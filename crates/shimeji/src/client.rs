@@ -170,6 +170,24 @@ impl Client {
                     .into(),
             )
         })?;
+        if crate::metrics::is_enabled() {
+            let metrics = crate::metrics::call(&service, &method);
+            let started = std::time::Instant::now();
+            let result = self.send_bound(bound, service, method, payload).await;
+            let error = result.as_ref().err().map(CallError::exc_type);
+            metrics.record(started.elapsed(), error);
+            return result;
+        }
+        self.send_bound(bound, service, method, payload).await
+    }
+
+    async fn send_bound(
+        &self,
+        bound: &Bound,
+        service: Cow<'static, str>,
+        method: Cow<'static, str>,
+        payload: Payload,
+    ) -> Result<Payload, CallError> {
         let timeout = self.timeout.unwrap_or(bound.default_timeout);
         let request = Request {
             service: service.clone(),

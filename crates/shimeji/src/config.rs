@@ -2,7 +2,9 @@
 //!
 //! Known keys: `AMQP_URI`, `max_workers` (10), `parent_calls_tracked` (10),
 //! `rpc_timeout` (seconds, 30), `drain_timeout` (seconds, 30), `HEARTBEAT`,
-//! `rpc_exchange`, `max_message_size`. Any other key is the service's own,
+//! `rpc_exchange`, `max_message_size`, `WEB_SERVER_ADDRESS`, `max_body_size`,
+//! `METRICS_ADDRESS` (where `/metrics` and `/health/*` are served; unset,
+//! no metrics are recorded), `LOGGING`. Any other key is the service's own,
 //! read with [`Config::get`] or the [`ServiceConfig`] dependency.
 //!
 //! A config file is YAML, as Nameko's: `${VAR}` and `${VAR:default}` in
@@ -84,6 +86,7 @@ impl Config {
             "rpc_exchange",
             "max_message_size",
             "WEB_SERVER_ADDRESS",
+            "METRICS_ADDRESS",
             "max_body_size",
             "max_workers",
             "parent_calls_tracked",
@@ -208,6 +211,7 @@ impl Config {
             }
         }
         self.get::<String>("AMQP_URI")?;
+        self.get::<String>("METRICS_ADDRESS")?;
         Ok(())
     }
 
@@ -223,6 +227,13 @@ impl Config {
     /// `parent_calls_tracked`: parent call ids kept in `call_id_stack` (default 10).
     pub fn parent_calls_tracked(&self) -> usize {
         self.get_or("parent_calls_tracked", DEFAULT_PARENT_CALLS_TRACKED)
+    }
+
+    /// `METRICS_ADDRESS`: where `/metrics`, `/health/live` and
+    /// `/health/ready` are served (e.g. `0.0.0.0:9102`). Unset: none, and
+    /// no metrics are recorded.
+    pub fn metrics_address(&self) -> Option<String> {
+        self.get("METRICS_ADDRESS").ok().flatten()
     }
 
     /// `rpc_timeout`: default client call timeout (default 30 s).

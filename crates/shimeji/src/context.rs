@@ -33,6 +33,8 @@ use std::future::Future;
 use std::sync::Arc;
 use uuid::Uuid;
 
+use crate::trace::{TraceParent, TRACEPARENT};
+
 /// Default number of parent call ids kept in `call_id_stack` (Nameko's
 /// `parent_calls_tracked`).
 pub const DEFAULT_PARENT_CALLS_TRACKED: usize = 10;
@@ -53,6 +55,10 @@ pub struct WorkerContext {
     /// `None` when there is no context data.
     data: Option<Arc<Map<String, Value>>>,
     parent_calls_tracked: usize,
+    /// A worker's own span; for a root or wire context, the caller's span.
+    trace: Option<TraceParent>,
+    /// A worker's parent span id.
+    parent_span: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -92,12 +98,18 @@ impl WorkerContext {
             parent: Parent::None,
             data: None,
             parent_calls_tracked: DEFAULT_PARENT_CALLS_TRACKED,
+            trace: None,
+            parent_span: None,
         }
     }
 
     /// The context of a caller that arrived over the wire: the call id stack
-    /// and context data it sent (keys without the `nameko.` prefix).
-    pub fn from_wire(call_id_stack: Vec<String>, data: Map<String, Value>) -> Self {
+    /// and context data it sent (keys without the `nameko.` prefix). A
+    /// `traceparent` key is the caller's [trace context](crate::trace), not data.
+    pub fn from_wire(call_id_stack: Vec<String>, mut data: Map<String, Value>) -> Self {
+        let trace = data
+            .remove(TRACEPARENT)
+            .and_then(|v| v.as_str().and_then(TraceParent::parse));
         WorkerContext {
             call_id: None,
             parent: if call_id_stack.is_empty() {
@@ -107,7 +119,16 @@ impl WorkerContext {
             },
             data: (!data.is_empty()).then(|| Arc::new(data)),
             parent_calls_tracked: DEFAULT_PARENT_CALLS_TRACKED,
+            trace,
+            parent_span: None,
         }
+    }
+
+    /// A copy of this root context that continues the trace of `parent`
+    /// (a caller's `traceparent`), e.g. at an HTTP edge.
+    pub fn with_trace_parent(mut self, parent: TraceParent) -> Self {
+        self.trace = Some(parent);
+        self
     }
 
     /// The context of a new worker of `service.entrypoint` called from `parent`.
@@ -117,15 +138,17 @@ impl WorkerContext {
         parent: Option<WorkerContext>,
         parent_calls_tracked: usize,
     ) -> Self {
-        let (parent, data) = match parent {
-            None => (Parent::None, None),
+        let (parent, data, caller_span) = match parent {
+            None => (Parent::None, None, None),
             // A root context is no hop of its own: take over what it carries.
-            Some(p) if p.call_id.is_none() => (p.parent, p.data),
+            Some(p) if p.call_id.is_none() => (p.parent, p.data, p.trace),
             Some(p) => {
                 let data = p.data.clone();
-                (Parent::Local(Arc::new(p)), data)
+                let span = p.trace;
+                (Parent::Local(Arc::new(p)), data, span)
             }
         };
+        let trace = Some(caller_span.map_or_else(TraceParent::new_root, |c| c.child()));
         WorkerContext {
             call_id: Some(CallId {
                 service,
@@ -135,6 +158,8 @@ impl WorkerContext {
             parent,
             data,
             parent_calls_tracked,
+            trace,
+            parent_span: caller_span.map(|c| c.span_id()),
         }
     }
 
@@ -161,6 +186,28 @@ impl WorkerContext {
     /// The entrypoint running this worker.
     pub fn entrypoint(&self) -> Option<&'static str> {
         self.call_id.as_ref().map(|c| c.entrypoint)
+    }
+
+    /// The trace context calls and events made from here carry on: a
+    /// worker's own span, or for a root context the caller's.
+    pub fn trace_parent(&self) -> Option<TraceParent> {
+        self.trace
+    }
+
+    /// The trace id as 32 hex digits; every worker of a request shares it.
+    pub fn trace_id(&self) -> Option<String> {
+        self.trace.map(|t| t.trace_id_hex())
+    }
+
+    /// This worker's span id as 16 hex digits.
+    pub fn span_id(&self) -> Option<String> {
+        self.call_id.as_ref()?;
+        self.trace.map(|t| t.span_id_hex())
+    }
+
+    /// The span id of the worker (or remote caller) that called this one.
+    pub fn parent_span_id(&self) -> Option<String> {
+        self.parent_span.map(|id| format!("{id:016x}"))
     }
 
     /// The call id of the worker that called this one, if any.
@@ -220,6 +267,7 @@ impl fmt::Debug for WorkerContext {
         f.debug_struct("WorkerContext")
             .field("call_id", &self.call_id())
             .field("call_id_stack", &self.call_id_stack())
+            .field("trace", &self.trace)
             .field("data_keys", &self.data_map().keys().collect::<Vec<_>>())
             .finish()
     }
@@ -295,5 +343,41 @@ mod tests {
         assert_eq!(stack.len(), 2);
         assert_eq!(ctx.parent_call_id().as_deref(), Some("x.y.1"));
         assert_eq!(ctx.user_id(), Some("u1"));
+    }
+
+    #[test]
+    fn workers_continue_their_callers_trace() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut data = Map::new();
+        data.insert(TRACEPARENT.into(), header.into());
+        let caller = WorkerContext::from_wire(vec![], data);
+        assert!(
+            caller.data_map().is_empty(),
+            "traceparent is not context data"
+        );
+        let b = WorkerContext::for_worker("b", "m", Some(caller), 10);
+        assert_eq!(
+            b.trace_id().as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(b.parent_span_id().as_deref(), Some("00f067aa0ba902b7"));
+        let c = WorkerContext::for_worker("c", "m", Some(b.clone()), 10);
+        assert_eq!(c.trace_id(), b.trace_id());
+        assert_eq!(c.parent_span_id(), b.span_id());
+        assert_ne!(c.span_id(), b.span_id());
+    }
+
+    #[test]
+    fn a_worker_without_a_caller_starts_a_trace() {
+        let a = WorkerContext::for_worker("a", "m", None, 10);
+        assert_eq!(a.trace_id().map(|t| t.len()), Some(32));
+        assert_eq!(a.parent_span_id(), None);
+        let garbage = WorkerContext::from_wire(vec![], {
+            let mut m = Map::new();
+            m.insert(TRACEPARENT.into(), "not a traceparent".into());
+            m
+        });
+        let b = WorkerContext::for_worker("b", "m", Some(garbage), 10);
+        assert_eq!(b.parent_span_id(), None);
     }
 }

@@ -123,11 +123,15 @@ impl EventDispatcher {
             return Ok(());
         }
         let bound = self.bound.get().ok_or(DispatchError::NotSetUp)?;
+        let event_type = event_type.into();
+        if crate::metrics::is_enabled() {
+            crate::metrics::event_dispatched(bound.source, &event_type);
+        }
         bound
             .transport
             .publish(Event {
                 source: Cow::Borrowed(bound.source),
-                event_type: event_type.into(),
+                event_type,
                 payload,
                 context: context::current(),
             })

@@ -41,6 +41,10 @@
 //! | [`events`] | dispatching events; handler types |
 //! | [`dependency`] | the dependency trait and its hooks |
 //! | [`context`] | worker context: call ids, call id stack, context data |
+//! | [`trace`] | W3C trace context carried across hops |
+//! | [`metrics`] | Prometheus metrics of every entrypoint, client and transport |
+//! | [`health`] | liveness and readiness |
+//! | `logging` | text and JSON log lines with the worker's call id (feature `cli`) |
 //! | [`container`] | one running instance: concurrency, draining |
 //! | [`runner`] | starting a set of services, signals, entrypoint waiters |
 //! | [`transport`] | the transport trait and the embedded memory transport |
@@ -60,13 +64,18 @@ pub mod context;
 pub mod dependency;
 pub mod error;
 pub mod events;
+pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "cli")]
+pub mod logging;
+pub mod metrics;
 pub mod payload;
 pub mod runner;
 pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 pub mod transport;
 
 pub use client::{Client, ServiceClient};

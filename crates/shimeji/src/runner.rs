@@ -34,6 +34,7 @@ use crate::client::{Client, ServiceClient};
 use crate::config::Config;
 use crate::container::{Container, Finished, Observers, Settings, StartError};
 use crate::dependency::SetupContext;
+use crate::health::{Health, Stage};
 use crate::service::Service;
 use crate::transport::{MemoryTransport, Serving, Transport};
 
@@ -51,6 +52,7 @@ struct Runtime {
     config: Arc<Config>,
     transport: Arc<dyn Transport>,
     observers: Arc<Observers>,
+    health: Health,
     #[cfg(feature = "http")]
     web: Arc<std::sync::Mutex<crate::http::server::WebApp>>,
     #[cfg(feature = "http")]
@@ -169,12 +171,29 @@ impl ServiceRunner {
     }
 
     /// Starts every service; on failure stops the ones already started.
+    ///
+    /// With `METRICS_ADDRESS` set, metrics are recorded and the operations
+    /// server (`/metrics`, `/health/live`, `/health/ready`) listens there
+    /// from before the services start: ready once they all have.
     pub async fn start(self) -> Result<RunningServices, StartError> {
         self.config.validate()?;
+        let metrics_address = self.config.metrics_address();
+        if metrics_address.is_some() {
+            #[cfg(not(feature = "http"))]
+            return Err(StartError::Unsupported(
+                "METRICS_ADDRESS is set, but this build of shimeji has no web server (feature `http`); \
+                 serve `shimeji::metrics::render()` yourself or unset it"
+                    .into(),
+            ));
+            #[cfg(feature = "http")]
+            crate::metrics::enable();
+        }
         let transport = self.choose_transport().await?;
+        let health = Health::new(transport.clone());
         let rt = Runtime {
             config: Arc::new(self.config),
             transport,
+            health,
             observers: Observers::new(),
             #[cfg(feature = "http")]
             web: Arc::default(),
@@ -186,7 +205,22 @@ impl ServiceRunner {
             stops: Vec::new(),
             #[cfg(feature = "http")]
             web: None,
+            #[cfg(feature = "http")]
+            ops: None,
         };
+        #[cfg(feature = "http")]
+        if let Some(address) = metrics_address {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let (address, task) =
+                crate::http::ops::serve(&address, rt.health.clone(), shutdown.clone())
+                    .await
+                    .map_err(StartError::Unsupported)?;
+            running.ops = Some(WebServer {
+                address,
+                task,
+                shutdown,
+            });
+        }
         for start in self.starters {
             match start(rt.clone()).await {
                 Ok(stop) => running.stops.push(stop),
@@ -201,6 +235,7 @@ impl ServiceRunner {
             running.stop().await;
             return Err(e);
         }
+        rt.health.set_stage(Stage::Serving);
         Ok(running)
     }
 
@@ -246,6 +281,9 @@ pub struct RunningServices {
     stops: Vec<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
     #[cfg(feature = "http")]
     web: Option<WebServer>,
+    /// The operations server on `METRICS_ADDRESS`.
+    #[cfg(feature = "http")]
+    ops: Option<WebServer>,
 }
 
 #[cfg(feature = "http")]
@@ -293,6 +331,18 @@ impl RunningServices {
     #[cfg(feature = "http")]
     pub fn web_address(&self) -> Option<std::net::SocketAddr> {
         self.web.as_ref().map(|w| w.address)
+    }
+
+    /// The address `/metrics` and `/health/*` are served on, when
+    /// `METRICS_ADDRESS` is set.
+    #[cfg(feature = "http")]
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.ops.as_ref().map(|w| w.address)
+    }
+
+    /// Liveness and readiness of these services.
+    pub fn health(&self) -> Health {
+        self.rt.health.clone()
     }
 
     /// A typed client for a service, e.g. `let g: GreeterClient = running.client();`.
@@ -358,15 +408,18 @@ impl RunningServices {
 
     /// Stops every service: stop taking work, drain, stop dependencies.
     pub async fn stop(self) {
+        self.rt.health.set_stage(Stage::Draining);
         #[cfg(feature = "http")]
         if let Some(web) = &self.web {
             web.shutdown.cancel();
         }
         let stops = self.stops.into_iter().map(|stop| stop());
         futures::future::join_all(stops).await;
+        self.rt.health.set_stage(Stage::Stopped);
         #[cfg(feature = "http")]
-        if let Some(web) = self.web {
-            let _ = tokio::time::timeout(Duration::from_secs(5), web.task).await;
+        for server in [self.web, self.ops].into_iter().flatten() {
+            server.shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), server.task).await;
         }
     }
 }

@@ -32,6 +32,16 @@ impl WorkerLimit {
         }
     }
 
+    /// Slots free now.
+    pub(crate) fn free(&self) -> usize {
+        self.free.load(Ordering::Relaxed)
+    }
+
+    /// Workers waiting for a slot now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     fn try_take(&self, n: usize) -> bool {
         let mut free = self.free.load(Ordering::Relaxed);
         loop {

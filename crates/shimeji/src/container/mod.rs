@@ -109,6 +109,8 @@ pub(crate) struct Container<S: Service> {
     stopping: CancellationToken,
     worker_hooks: bool,
     settings: Settings,
+    /// One per entrypoint while metrics are on; empty when they are off.
+    metrics: Vec<Arc<crate::metrics::EntrypointMetrics>>,
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -124,7 +126,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 impl<S: Service> Container<S> {
     pub(crate) fn new(service: Arc<S>, settings: Settings) -> Arc<Self> {
         let worker_hooks = service.dependencies().iter().any(|d| d.has_worker_hooks());
-        Arc::new(Container {
+        let metrics = if crate::metrics::is_enabled() {
+            Self::entrypoint_metrics()
+        } else {
+            Vec::new()
+        };
+        let container = Arc::new(Container {
             service,
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             workers: WorkerLimit::new(settings.max_workers),
@@ -133,7 +140,39 @@ impl<S: Service> Container<S> {
             stopping: CancellationToken::new(),
             worker_hooks,
             settings,
-        })
+            metrics,
+        });
+        if !container.metrics.is_empty() {
+            let stats: Arc<dyn crate::metrics::WorkerStats> = container.clone();
+            crate::metrics::watch_instance(Arc::downgrade(&stats));
+        }
+        container
+    }
+
+    /// The metric handles of every entrypoint, resolved once.
+    fn entrypoint_metrics() -> Vec<Arc<crate::metrics::EntrypointMetrics>> {
+        use crate::metrics::entrypoint;
+        let mut all: Vec<_> = S::RPC_METHODS
+            .iter()
+            .map(|m| entrypoint(S::NAME, m, None))
+            .collect();
+        all.extend(
+            S::EVENT_HANDLERS
+                .iter()
+                .map(|h| entrypoint(S::NAME, h.method, Some((h.source, h.event_type)))),
+        );
+        all.extend(
+            S::TIMERS
+                .iter()
+                .map(|t| entrypoint(S::NAME, t.method, None)),
+        );
+        #[cfg(feature = "http")]
+        all.extend(
+            S::HTTP_ROUTES
+                .iter()
+                .map(|r| entrypoint(S::NAME, r.name, None)),
+        );
+        all
     }
 
     /// Sets up and starts the dependencies, then starts consuming.
@@ -262,6 +301,14 @@ impl<S: Service> Container<S> {
             caller,
             self.settings.parent_calls_tracked,
         );
+        let measured = if self.metrics.is_empty() {
+            None
+        } else {
+            self.metrics
+                .iter()
+                .find(|m| m.entrypoint() == entrypoint)
+                .map(|m| m.start())
+        };
         let deps = if self.worker_hooks {
             self.service.dependencies()
         } else {
@@ -277,6 +324,7 @@ impl<S: Service> Container<S> {
             && tracing::level_enabled!(tracing::Level::INFO)
         {
             let span = tracing::info_span!(
+                target: "shimeji::entrypoint",
                 "entrypoint",
                 service = S::NAME,
                 entrypoint,
@@ -318,6 +366,9 @@ impl<S: Service> Container<S> {
             }
             None => Err(RemoteError::worker_killed(S::NAME)),
         };
+        if let Some(run) = measured {
+            run.finish(result.as_ref().err().map(|e| e.exc_type.as_str()));
+        }
         for dep in &deps {
             dep.worker_result(&ctx, result.as_ref().map(|_| ()));
             dep.worker_teardown(&ctx);
@@ -331,6 +382,18 @@ impl<S: Service> Container<S> {
             });
         }
         result
+    }
+}
+
+impl<S: Service> crate::metrics::WorkerStats for Container<S> {
+    fn service(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn workers(&self) -> (usize, usize, usize) {
+        let max = self.settings.max_workers;
+        let busy = max.saturating_sub(self.workers.free());
+        (busy, max, self.workers.waiting())
     }
 }
 
@@ -371,12 +434,13 @@ impl<S: Service> crate::http::server::HttpHandler for Container<S> {
     ) -> BoxFuture<'_, crate::http::Response> {
         use axum::http::StatusCode;
         Box::pin(async move {
+            let (caller, request_id) = crate::http::edge_context(request.headers());
             let ran = self
-                .run(name, None, move |svc| async move {
+                .run(name, Some(caller), move |svc| async move {
                     Ok(svc.dispatch_http(name, request).await)
                 })
                 .await;
-            match ran {
+            let mut response = match ran {
                 Ok(response) => response,
                 Err(e) if e.exc_type == "ServiceStopping" => crate::http::error_body(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -391,7 +455,11 @@ impl<S: Service> crate::http::server::HttpHandler for Container<S> {
                         "internal server error",
                     )
                 }
-            }
+            };
+            response
+                .headers_mut()
+                .insert(crate::http::REQUEST_ID_HEADER, request_id);
+            response
         })
     }
 }

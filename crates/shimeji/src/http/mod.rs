@@ -50,6 +50,7 @@ use serde_json::json;
 use crate::error::Exception;
 
 mod hub;
+pub(crate) mod ops;
 pub(crate) mod server;
 
 pub(crate) mod hub_registry {
@@ -63,6 +64,39 @@ pub use hub::WebSocketHub;
 
 /// Status codes, re-exported from `http`.
 pub use axum::http::StatusCode as Status;
+
+/// The header that names a request at the edge. An HTTP entrypoint takes
+/// the client's (when it is 1 to 128 visible ASCII characters) or makes
+/// one, returns it in the response, and puts it at the root of the
+/// `call_id_stack`: every worker the request reaches, in any service, has it
+/// first in its stack, and every JSON log line shows it as `request_id`.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The caller context of an HTTP request: the request id at the root of the
+/// call id stack and the client's `traceparent`, if any.
+pub(crate) fn edge_context(headers: &HeaderMap) -> (crate::WorkerContext, HeaderValue) {
+    let given = headers
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned();
+    let request_id = given.unwrap_or_else(|| {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+    });
+    let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+    let mut context = crate::WorkerContext::from_wire(vec![id], Default::default());
+    if let Some(parent) = headers
+        .get(crate::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::trace::TraceParent::parse)
+    {
+        context = context.with_trace_parent(parent);
+    }
+    (context, request_id)
+}
 
 /// Default `max_body_size`: 2 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;

@@ -146,6 +146,12 @@ pub trait Transport: Send + Sync + 'static {
     /// A short name for logs (`memory`, `amqp`).
     fn name(&self) -> &'static str;
 
+    /// Whether the transport can move messages now: false while a broker
+    /// connection is lost and being restored. Readiness checks ask it.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// Sends a request and waits for its reply. The caller applies the timeout.
     fn call(&self, request: Request) -> BoxFuture<'_, Result<Payload, CallError>>;
 

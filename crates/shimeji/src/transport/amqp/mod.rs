@@ -331,6 +331,7 @@ async fn supervise(inner: Weak<Inner>, mut session: Arc<Session>) {
                     }
                     if ok {
                         strong.session.send_replace(Some(s.clone()));
+                        crate::metrics::reconnected("amqp");
                         tracing::info!("reconnected to the broker");
                         break s;
                     }
@@ -661,6 +662,10 @@ impl Drop for PendingGuard<'_> {
 impl Transport for AmqpTransport {
     fn name(&self) -> &'static str {
         "amqp"
+    }
+
+    fn is_connected(&self) -> bool {
+        AmqpTransport::is_connected(self)
     }
 
     fn call(&self, request: Request) -> BoxFuture<'_, Result<Payload, CallError>> {

@@ -11,6 +11,10 @@ use crate::error::RemoteError;
 pub const DEFAULT_RPC_EXCHANGE: &str = "nameko-rpc";
 /// Header prefix of context data.
 pub const HEADER_PREFIX: &str = "nameko.";
+/// The header that carries the W3C trace context. Nameko services pass
+/// every `nameko.*` header on to the calls they make, so a trace survives
+/// Python hops.
+pub const TRACEPARENT_HEADER: &str = "nameko.traceparent";
 /// The content type of every body shimeji sends.
 pub const CONTENT_TYPE: &str = "application/json";
 /// The content encoding of every body shimeji sends.
@@ -116,7 +120,8 @@ pub fn from_field(value: &FieldValue) -> Value {
 }
 
 /// The headers a request or an event carries for a caller's context:
-/// `nameko.call_id_stack` and every context data key as `nameko.<key>`.
+/// `nameko.call_id_stack`, `nameko.traceparent` and every context data key
+/// as `nameko.<key>`.
 pub fn context_headers(context: Option<&WorkerContext>) -> FieldTable {
     let mut headers = FieldTable::new();
     let Some(ctx) = context else {
@@ -130,6 +135,11 @@ pub fn context_headers(context: Option<&WorkerContext>) -> FieldTable {
             FieldArray::try_from(items),
         ) {
             headers.insert(name, FieldValue::A(array));
+        }
+    }
+    if let Some(trace) = ctx.trace_parent() {
+        if let Ok(name) = FieldName::try_from(TRACEPARENT_HEADER) {
+            headers.insert(name, long_str(&trace.to_string()));
         }
     }
     for (key, value) in ctx.data_map() {

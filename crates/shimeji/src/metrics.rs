@@ -1,0 +1,622 @@
+//! Prometheus metrics: every service is measured with no code of its own.
+//!
+//! Recording is off until the process turns it on: by setting
+//! `METRICS_ADDRESS` in the configuration (the runner then serves
+//! `/metrics`, `/health/live` and `/health/ready` there), or by calling
+//! [`enable`] and serving [`render`] yourself. Services started while it is
+//! on are measured; the cost per call is a few atomic additions on
+//! handles each service resolves once, when it starts.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `shimeji_entrypoint_calls_total` | service, entrypoint, outcome | runs by outcome: `ok`, or the error's type |
+//! | `shimeji_entrypoint_duration_seconds` | service, entrypoint | run time histogram |
+//! | `shimeji_entrypoint_in_flight` | service, entrypoint | runs going on now |
+//! | `shimeji_workers_busy` | service | workers running now, all instances |
+//! | `shimeji_workers_max` | service | `max_workers`, all instances |
+//! | `shimeji_workers_waiting` | service | work waiting for a free worker (saturation) |
+//! | `shimeji_client_calls_total` | service, method, outcome | calls made by clients in this process |
+//! | `shimeji_client_call_duration_seconds` | service, method | call time, as the caller saw it |
+//! | `shimeji_events_dispatched_total` | source, event_type | events published |
+//! | `shimeji_events_handled_total` | service, handler, source, event_type, outcome | event handler runs |
+//! | `shimeji_transport_reconnects_total` | transport | reconnections after a broker loss |
+//!
+//! Your own metrics join the same scrape through [`registry`]:
+//!
+//! ```
+//! use prometheus_client::metrics::counter::Counter;
+//!
+//! let orders = Counter::<u64>::default();
+//! shimeji::metrics::registry()
+//!     .lock()
+//!     .unwrap()
+//!     .register("shop_orders", "Orders placed", orders.clone());
+//! orders.inc();
+//! assert!(shimeji::metrics::render().contains("shop_orders_total 1"));
+//! ```
+
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+pub use prometheus_client;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns recording on for this process. Services started from now on are
+/// measured; clients and event dispatchers record at once.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether recording is on.
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The registry `/metrics` renders. Register your own metrics in it.
+pub fn registry() -> &'static Mutex<Registry> {
+    &global().registry
+}
+
+/// The metrics in the OpenMetrics text format, as `/metrics` serves them.
+pub fn render() -> String {
+    let mut text = String::new();
+    let registry = lock(registry());
+    // Writing to a String cannot fail; a collector that fails is a bug
+    // that must not take the endpoint down.
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::error!(%error, "cannot encode the metrics");
+    }
+    text
+}
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Latency buckets, in seconds: from 10 µs (in-process calls) to 10 s.
+const BUCKETS: [f64; 17] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+const BUCKET_NANOS: [u64; 17] = {
+    let mut nanos = [0u64; 17];
+    let mut i = 0;
+    while i < 17 {
+        nanos[i] = (BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    nanos
+};
+
+/// A histogram with fixed buckets: an observation is two atomic additions,
+/// no lock. Buckets are counted apart; the encoder makes them cumulative.
+struct Histogram {
+    /// One per bucket, and the last for `+Inf`.
+    counts: [AtomicU64; 18],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(BUCKET_NANOS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn encode(&self, encoder: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
+        // Per bucket; the encoder makes them cumulative (`f64::MAX` is `+Inf`).
+        let buckets: Vec<(f64, u64)> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let bound = BUCKETS.get(i).copied().unwrap_or(f64::MAX);
+                (bound, n.load(Ordering::Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
+/// Error counts by type; touched only when a run fails.
+#[derive(Default)]
+struct Errors(Mutex<Vec<(String, u64)>>);
+
+impl Errors {
+    fn add(&self, exc_type: &str) {
+        let mut errors = lock(&self.0);
+        match errors.iter_mut().find(|(t, _)| t == exc_type) {
+            Some((_, n)) => *n += 1,
+            None => errors.push((exc_type.to_string(), 1)),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        lock(&self.0).clone()
+    }
+}
+
+/// The handles of one entrypoint, resolved when its service starts.
+pub(crate) struct EntrypointMetrics {
+    service: &'static str,
+    entrypoint: &'static str,
+    /// `(source, event_type)` for an event handler.
+    event: Option<(&'static str, &'static str)>,
+    in_flight: AtomicI64,
+    duration: Histogram,
+    errors: Errors,
+}
+
+/// One run of an entrypoint, from start to outcome.
+pub(crate) struct Run<'a> {
+    metrics: &'a EntrypointMetrics,
+    started: std::time::Instant,
+}
+
+impl EntrypointMetrics {
+    pub(crate) fn start(&self) -> Run<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Run {
+            metrics: self,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn entrypoint(&self) -> &'static str {
+        self.entrypoint
+    }
+}
+
+impl Run<'_> {
+    /// Records the run's time and outcome: `None` for ok, else the error type.
+    pub(crate) fn finish(self, error: Option<&str>) {
+        let m = self.metrics;
+        m.duration.observe(self.started.elapsed());
+        m.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(exc_type) = error {
+            m.errors.add(exc_type);
+        }
+    }
+}
+
+/// The handles of what clients call: one per `(service, method)`.
+pub(crate) struct CallMetrics {
+    service: Cow<'static, str>,
+    method: Cow<'static, str>,
+    duration: Histogram,
+    errors: Errors,
+}
+
+impl CallMetrics {
+    pub(crate) fn record(&self, elapsed: Duration, error: Option<&str>) {
+        self.duration.observe(elapsed);
+        if let Some(exc_type) = error {
+            self.errors.add(exc_type);
+        }
+    }
+}
+
+/// What a running service instance reports about its workers.
+pub(crate) trait WorkerStats: Send + Sync {
+    fn service(&self) -> &'static str;
+    /// `(busy, max, waiting)`.
+    fn workers(&self) -> (usize, usize, usize);
+}
+
+struct Global {
+    registry: Mutex<Registry>,
+    entrypoints: Mutex<Vec<Arc<EntrypointMetrics>>>,
+    calls: RwLock<HashMap<(Cow<'static, str>, Cow<'static, str>), Arc<CallMetrics>>>,
+    dispatched: RwLock<HashMap<(String, String), Arc<AtomicU64>>>,
+    instances: Mutex<Vec<Weak<dyn WorkerStats>>>,
+    reconnects: Mutex<Vec<(&'static str, u64)>>,
+}
+
+fn global() -> &'static Global {
+    static GLOBAL: LazyLock<Global> = LazyLock::new(|| {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Collector));
+        Global {
+            registry: Mutex::new(registry),
+            entrypoints: Mutex::default(),
+            calls: RwLock::default(),
+            dispatched: RwLock::default(),
+            instances: Mutex::default(),
+            reconnects: Mutex::default(),
+        }
+    });
+    &GLOBAL
+}
+
+/// The handles of `service.entrypoint`, shared by every instance of the service.
+pub(crate) fn entrypoint(
+    service: &'static str,
+    entrypoint: &'static str,
+    event: Option<(&'static str, &'static str)>,
+) -> Arc<EntrypointMetrics> {
+    let mut all = lock(&global().entrypoints);
+    if let Some(found) = all
+        .iter()
+        .find(|m| m.service == service && m.entrypoint == entrypoint)
+    {
+        return found.clone();
+    }
+    let created = Arc::new(EntrypointMetrics {
+        service,
+        entrypoint,
+        event,
+        in_flight: AtomicI64::new(0),
+        duration: Histogram::new(),
+        errors: Errors::default(),
+    });
+    all.push(created.clone());
+    created
+}
+
+/// Reports a service instance's workers until it is dropped.
+pub(crate) fn watch_instance(instance: Weak<dyn WorkerStats>) {
+    let mut all = lock(&global().instances);
+    all.retain(|w| w.strong_count() > 0);
+    all.push(instance);
+}
+
+thread_local! {
+    /// Handles for calls whose names are `'static` (typed clients), by the
+    /// names' addresses: a call finds its handles without hashing.
+    static CALL_CACHE: std::cell::RefCell<Vec<(usize, usize, Arc<CallMetrics>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+const CALL_CACHE_SIZE: usize = 64;
+
+/// The handles of calls to `service.method`.
+pub(crate) fn call(service: &Cow<'static, str>, method: &Cow<'static, str>) -> Arc<CallMetrics> {
+    let key = match (service, method) {
+        (Cow::Borrowed(s), Cow::Borrowed(m)) => Some((s.as_ptr() as usize, m.as_ptr() as usize)),
+        _ => None,
+    };
+    if let Some((s, m)) = key {
+        let cached = CALL_CACHE.with(|cache| {
+            cache
+                .borrow()
+                .iter()
+                .find(|(cs, cm, _)| *cs == s && *cm == m)
+                .map(|(_, _, h)| h.clone())
+        });
+        if let Some(handles) = cached {
+            return handles;
+        }
+    }
+    let handles = call_slow(service, method);
+    if let Some((s, m)) = key {
+        CALL_CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() < CALL_CACHE_SIZE {
+                cache.push((s, m, handles.clone()));
+            }
+        });
+    }
+    handles
+}
+
+fn call_slow(service: &Cow<'static, str>, method: &Cow<'static, str>) -> Arc<CallMetrics> {
+    let calls = &global().calls;
+    let key = (service.clone(), method.clone());
+    if let Some(found) = calls.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return found.clone();
+    }
+    calls
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_insert_with(|| {
+            Arc::new(CallMetrics {
+                service: service.clone(),
+                method: method.clone(),
+                duration: Histogram::new(),
+                errors: Errors::default(),
+            })
+        })
+        .clone()
+}
+
+/// Counts one event published.
+pub(crate) fn event_dispatched(source: &str, event_type: &str) {
+    let dispatched = &global().dispatched;
+    let key = (source.to_string(), event_type.to_string());
+    if let Some(n) = dispatched
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
+        n.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    dispatched
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one reconnection of `transport`. Counted whether recording is on
+/// or not: it is rare, and a scrape after turning recording on should see it.
+pub(crate) fn reconnected(transport: &'static str) {
+    let mut all = lock(&global().reconnects);
+    match all.iter_mut().find(|(t, _)| *t == transport) {
+        Some((_, n)) => *n += 1,
+        None => all.push((transport, 1)),
+    }
+}
+
+/// Renders shimeji's own metrics on every scrape.
+#[derive(Debug)]
+struct Collector;
+
+fn counter(encoder: &mut MetricEncoder, value: u64) -> Result<(), std::fmt::Error> {
+    encoder.encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge(encoder: &mut MetricEncoder, value: i64) -> Result<(), std::fmt::Error> {
+    encoder.encode_gauge(&value)
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let g = global();
+        let entrypoints = lock(&g.entrypoints).clone();
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_entrypoint_calls",
+            "Entrypoint runs by outcome: ok, or the error's type",
+            None,
+            MetricType::Counter,
+        )?;
+        for m in &entrypoints {
+            let errors = m.errors.snapshot();
+            let failed: u64 = errors.iter().map(|(_, n)| n).sum();
+            let ok = m.duration.count().saturating_sub(failed);
+            for (outcome, n) in
+                std::iter::once(("ok", ok)).chain(errors.iter().map(|(t, n)| (t.as_str(), *n)))
+            {
+                let labels = [
+                    ("service", m.service),
+                    ("entrypoint", m.entrypoint),
+                    ("outcome", outcome),
+                ];
+                counter(&mut e.encode_family(&labels)?, n)?;
+            }
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_entrypoint_duration",
+            "How long entrypoint runs took",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for m in &entrypoints {
+            let labels = [("service", m.service), ("entrypoint", m.entrypoint)];
+            m.duration.encode(&mut e.encode_family(&labels)?)?;
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_entrypoint_in_flight",
+            "Entrypoint runs going on now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for m in &entrypoints {
+            let labels = [("service", m.service), ("entrypoint", m.entrypoint)];
+            gauge(
+                &mut e.encode_family(&labels)?,
+                m.in_flight.load(Ordering::Relaxed),
+            )?;
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_events_handled",
+            "Event handler runs by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for m in &entrypoints {
+            let Some((source, event_type)) = m.event else {
+                continue;
+            };
+            let errors = m.errors.snapshot();
+            let failed: u64 = errors.iter().map(|(_, n)| n).sum();
+            let ok = m.duration.count().saturating_sub(failed);
+            for (outcome, n) in
+                std::iter::once(("ok", ok)).chain(errors.iter().map(|(t, n)| (t.as_str(), *n)))
+            {
+                let labels = [
+                    ("service", m.service),
+                    ("handler", m.entrypoint),
+                    ("source", source),
+                    ("event_type", event_type),
+                    ("outcome", outcome),
+                ];
+                counter(&mut e.encode_family(&labels)?, n)?;
+            }
+        }
+
+        // Workers, summed over the instances of each service.
+        let mut workers: Vec<(&'static str, [usize; 3])> = Vec::new();
+        for instance in lock(&g.instances).iter().filter_map(Weak::upgrade) {
+            let (busy, max, waiting) = instance.workers();
+            let service = instance.service();
+            match workers.iter_mut().find(|(s, _)| *s == service) {
+                Some((_, sum)) => {
+                    sum[0] += busy;
+                    sum[1] += max;
+                    sum[2] += waiting;
+                }
+                None => workers.push((service, [busy, max, waiting])),
+            }
+        }
+        for (i, (name, help)) in [
+            ("shimeji_workers_busy", "Workers running now, all instances"),
+            ("shimeji_workers_max", "max_workers, summed over instances"),
+            (
+                "shimeji_workers_waiting",
+                "Work waiting for a free worker: above zero, the service is saturated",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (service, values) in &workers {
+                let labels = [("service", *service)];
+                gauge(
+                    &mut e.encode_family(&labels)?,
+                    i64::try_from(values[i]).unwrap_or(i64::MAX),
+                )?;
+            }
+        }
+
+        let calls: Vec<Arc<CallMetrics>> = g
+            .calls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut e = encoder.encode_descriptor(
+            "shimeji_client_calls",
+            "Calls made by clients of this process, by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for m in &calls {
+            let errors = m.errors.snapshot();
+            let failed: u64 = errors.iter().map(|(_, n)| n).sum();
+            let ok = m.duration.count().saturating_sub(failed);
+            for (outcome, n) in
+                std::iter::once(("ok", ok)).chain(errors.iter().map(|(t, n)| (t.as_str(), *n)))
+            {
+                let labels = [
+                    ("service", m.service.as_ref()),
+                    ("method", m.method.as_ref()),
+                    ("outcome", outcome),
+                ];
+                counter(&mut e.encode_family(&labels)?, n)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "shimeji_client_call_duration",
+            "How long calls took, as the caller saw it",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for m in &calls {
+            let labels = [
+                ("service", m.service.as_ref()),
+                ("method", m.method.as_ref()),
+            ];
+            m.duration.encode(&mut e.encode_family(&labels)?)?;
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_events_dispatched",
+            "Events published",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((source, event_type), n) in g
+            .dispatched
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let labels = [
+                ("source", source.as_str()),
+                ("event_type", event_type.as_str()),
+            ];
+            counter(&mut e.encode_family(&labels)?, n.load(Ordering::Relaxed))?;
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_transport_reconnects",
+            "Reconnections after the broker connection was lost",
+            None,
+            MetricType::Counter,
+        )?;
+        for (transport, n) in lock(&g.reconnects).iter() {
+            counter(&mut e.encode_family(&[("transport", *transport)])?, *n)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::new();
+        h.observe(Duration::from_micros(3));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        assert_eq!(h.count(), 3);
+        let mut registry = Registry::default();
+        struct One(Arc<Histogram>);
+        impl std::fmt::Debug for One {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("One")
+            }
+        }
+        impl prometheus_client::collector::Collector for One {
+            fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+                let mut e = encoder.encode_descriptor(
+                    "t",
+                    "test",
+                    Some(&Unit::Seconds),
+                    MetricType::Histogram,
+                )?;
+                self.0.encode(&mut e)
+            }
+        }
+        let h = Arc::new(h);
+        registry.register_collector(Box::new(One(h.clone())));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("t_seconds_bucket{le=\"0.00001\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("t_seconds_bucket{le=\"0.005\"} 2"), "{text}");
+        assert!(text.contains("t_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
+        assert!(text.contains("t_seconds_count 3"), "{text}");
+    }
+}
