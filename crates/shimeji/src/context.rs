@@ -210,6 +210,10 @@ impl WorkerContext {
         self.parent_span.map(|id| format!("{id:016x}"))
     }
 
+    pub(crate) fn parent_span(&self) -> Option<u64> {
+        self.parent_span
+    }
+
     /// The call id of the worker that called this one, if any.
     pub fn parent_call_id(&self) -> Option<String> {
         let stack = self.call_id_stack();

@@ -159,6 +159,48 @@ impl fmt::Debug for TraceParent {
     }
 }
 
+/// One finished entrypoint run, as a span: what a [`SpanSink`] receives.
+#[derive(Debug, Clone)]
+pub struct FinishedSpan {
+    /// The service.
+    pub service: &'static str,
+    /// The entrypoint.
+    pub entrypoint: &'static str,
+    /// The worker's call id.
+    pub call_id: String,
+    /// The worker's span: trace id, span id, flags.
+    pub span: TraceParent,
+    /// The span id of the caller's span, if any.
+    pub parent_span_id: Option<u64>,
+    /// When the run started.
+    pub start: std::time::SystemTime,
+    /// When it ended.
+    pub end: std::time::SystemTime,
+    /// `None` when it succeeded, else the error's type and message.
+    pub error: Option<(String, String)>,
+}
+
+/// Where finished entrypoint spans go: an exporter (the `otlp` feature
+/// installs one), or a test that collects them.
+pub trait SpanSink: Send + Sync + 'static {
+    /// Takes one finished span. Called on the worker's task: hand the span
+    /// off (to a channel, a batch) rather than doing I/O here.
+    fn export(&self, span: FinishedSpan);
+}
+
+static SINK: std::sync::OnceLock<Box<dyn SpanSink>> = std::sync::OnceLock::new();
+
+/// Installs the process's span sink. Only the first call installs one;
+/// later calls return the sink they were given back.
+pub fn set_span_sink(sink: impl SpanSink) -> Result<(), Box<dyn SpanSink>> {
+    SINK.set(Box::new(sink))
+}
+
+/// The installed span sink, if any.
+pub(crate) fn span_sink() -> Option<&'static dyn SpanSink> {
+    SINK.get().map(|b| b.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -301,6 +301,7 @@ impl<S: Service> Container<S> {
             caller,
             self.settings.parent_calls_tracked,
         );
+        let exporting = crate::trace::span_sink().map(|sink| (sink, std::time::SystemTime::now()));
         let measured = if self.metrics.is_empty() {
             None
         } else {
@@ -368,6 +369,23 @@ impl<S: Service> Container<S> {
         };
         if let Some(run) = measured {
             run.finish(result.as_ref().err().map(|e| e.exc_type.as_str()));
+        }
+        if let Some((sink, start)) = exporting {
+            if let Some(span) = ctx.trace_parent() {
+                sink.export(crate::trace::FinishedSpan {
+                    service: S::NAME,
+                    entrypoint,
+                    call_id: ctx.call_id().unwrap_or_default(),
+                    span,
+                    parent_span_id: ctx.parent_span(),
+                    start,
+                    end: std::time::SystemTime::now(),
+                    error: result
+                        .as_ref()
+                        .err()
+                        .map(|e| (e.exc_type.clone(), e.value.clone())),
+                });
+            }
         }
         for dep in &deps {
             dep.worker_result(&ctx, result.as_ref().map(|_| ()));
