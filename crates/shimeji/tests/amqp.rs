@@ -47,7 +47,13 @@ impl Calc {
     #[rpc]
     async fn whoami(&self) -> Value {
         let ctx = context::current().expect("worker context");
-        json!({ "stack": ctx.call_id_stack(), "data": ctx.data_map() })
+        json!({
+            "stack": ctx.call_id_stack(),
+            "data": ctx.data_map(),
+            "trace_id": ctx.trace_id(),
+            "span_id": ctx.span_id(),
+            "parent_span_id": ctx.parent_span_id(),
+        })
     }
 
     #[rpc]
@@ -178,6 +184,54 @@ async fn context_travels_in_nameko_headers() {
     assert!(stack[0].as_str().unwrap().starts_with("amqp_calc.whoami."));
     assert_eq!(seen["data"]["user_id"], "u-7");
     assert_eq!(seen["data"]["language"], "de");
+    running.stop().await;
+}
+
+/// The first hop of a chain hop → calc, over the broker.
+#[derive(Default, Dependencies)]
+struct Hop {
+    calc: CalcClient,
+}
+
+#[service(name = "amqp_hop")]
+impl Hop {
+    #[rpc]
+    async fn go(&self) -> Result<Value, CallError> {
+        let ctx = context::current().expect("worker context");
+        Ok(json!({
+            "trace_id": ctx.trace_id(),
+            "span_id": ctx.span_id(),
+            "parent_span_id": ctx.parent_span_id(),
+            "next": self.calc.whoami().await?,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn trace_context_travels_in_the_traceparent_header() {
+    use shimeji::trace::TraceParent;
+    let running = ServiceRunner::with_config(config())
+        .service(Calc::default())
+        .service(Hop::default())
+        .start()
+        .await
+        .unwrap();
+    let hop: HopClient = running.client();
+    let given =
+        TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+    let root = WorkerContext::root().with_trace_parent(given);
+    let seen = context::scope(root, hop.go()).await.unwrap();
+    assert_eq!(
+        seen["trace_id"], "0af7651916cd43dd8448eb211c80319c",
+        "{seen}"
+    );
+    assert_eq!(seen["parent_span_id"], "b7ad6b7169203331", "{seen}");
+    assert_eq!(seen["next"]["trace_id"], seen["trace_id"], "{seen}");
+    assert_eq!(seen["next"]["parent_span_id"], seen["span_id"], "{seen}");
+    assert!(
+        seen["next"]["data"].get("traceparent").is_none(),
+        "trace context is not context data: {seen}"
+    );
     running.stop().await;
 }
 

@@ -97,19 +97,51 @@ async fn services_and_clients_reconnect_after_the_broker_drops_them() {
     assert!(client_transport.reconnects() >= 1);
     eprintln!("serving again {took:?} after close_all_connections; in-flight call: {outcome:?}");
 
-    // 2. The broker application stops and starts again.
+    let scrape = shimeji::metrics::render();
+    let reconnects = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"shimeji_transport_reconnects_total{transport="amqp"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        reconnects >= Some(2),
+        "service and client reconnected:\n{scrape}"
+    );
+
+    // 2. The broker application stops and starts again. Meanwhile the
+    //    service is not ready; once reconnected, it is again.
+    let health = service.health();
+    assert!(health.readiness().ready, "{:?}", health.readiness());
     support::ctl(&["stop_app"]);
     let down = client
         .with_timeout(Duration::from_millis(300))
         .echo(2)
         .await;
     assert!(down.is_err(), "no broker, no reply: {down:?}");
+    let lost = Instant::now();
+    while health.readiness().ready {
+        assert!(
+            lost.elapsed() < Duration::from_secs(10),
+            "still ready 10 s after the broker stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let readiness = health.readiness();
+    assert!(!readiness.transport_connected, "{readiness:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     support::ctl(&["start_app"]);
     support::ctl(&["await_startup"]);
     let took = until_serving(&client, Duration::from_secs(30)).await;
     eprintln!("serving again {took:?} after start_app");
     assert_eq!(client.echo(3).await.unwrap(), 3);
+    let back = Instant::now();
+    while !health.readiness().ready {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not ready 10 s after serving again: {:?}",
+            health.readiness()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     service.stop().await;
     client_transport.close().await;

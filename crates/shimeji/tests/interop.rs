@@ -41,7 +41,25 @@ impl RustEcho {
     #[rpc]
     async fn whoami(&self) -> Value {
         let ctx = context::current().expect("worker context");
-        json!({ "call_id_stack": ctx.call_id_stack(), "user_id": ctx.user_id(), "language": ctx.language() })
+        json!({
+            "call_id_stack": ctx.call_id_stack(),
+            "user_id": ctx.user_id(),
+            "language": ctx.language(),
+            "trace_id": ctx.trace_id(),
+            "parent_span_id": ctx.parent_span_id(),
+        })
+    }
+
+    /// Rust → Python → Rust: the trace context crosses the Python hop in
+    /// the `nameko.traceparent` header, which Nameko passes on.
+    #[rpc]
+    async fn trace_through_python(&self) -> Result<Value, CallError> {
+        let ctx = context::current().expect("worker context");
+        let via = self
+            .python
+            .call("pyrelay", "relay_to_rust", json!({}))
+            .await?;
+        Ok(json!({"trace_id": ctx.trace_id(), "span_id": ctx.span_id(), "via": via}))
     }
 
     /// Python → Rust → Python: calls `pyecho.whoami` and returns what it saw.
@@ -374,6 +392,19 @@ async fn nameko_and_shimeji_interoperate() {
         .as_str()
         .unwrap()
         .starts_with("rustecho.whoami."));
+
+    // One trace across Rust → Python → Rust.
+    let seen = client
+        .call("rustecho", "trace_through_python", json!({}))
+        .await
+        .unwrap();
+    let trace_id = seen["trace_id"].as_str().unwrap();
+    assert_eq!(trace_id.len(), 32, "{seen}");
+    assert_eq!(seen["via"]["rust"]["trace_id"], trace_id, "{seen}");
+    assert_eq!(
+        seen["via"]["rust"]["parent_span_id"], seen["span_id"],
+        "the Python hop passes the caller's span on: {seen}"
+    );
 
     running.stop().await;
 }

@@ -76,6 +76,10 @@ pub enum StartError {
     Unsupported(String),
 }
 
+/// How long a stopping instance waits for the transport to settle the
+/// work its workers finished.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub(crate) struct Settings {
     pub max_workers: usize,
     pub parent_calls_tracked: usize,
@@ -250,7 +254,7 @@ impl<S: Service> Container<S> {
     }
 
     /// Stops taking work, drains the workers in flight, stops the dependencies.
-    pub(crate) async fn stop(&self, serving: Serving) {
+    pub(crate) async fn stop(&self, mut serving: Serving) {
         self.stopping.cancel();
         // No new work is routed here; work already routed is refused and
         // goes to another instance, or back to its queue.
@@ -271,6 +275,17 @@ impl<S: Service> Container<S> {
                 tokio::time::timeout(Duration::from_secs(1), self.workers.acquire_all(all)).await;
         }
         self.workers.close();
+        // The workers are done; let the transport finish with their work
+        // (a reply confirmed, a request acked) before the connection goes.
+        if tokio::time::timeout(SETTLE_TIMEOUT, serving.settle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                service = S::NAME,
+                "the transport did not settle the last work within {SETTLE_TIMEOUT:?}"
+            );
+        }
         for dep in self.service.dependencies() {
             dep.stop().await;
         }

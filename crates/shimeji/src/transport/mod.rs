@@ -120,9 +120,12 @@ pub struct Binding {
     pub handler: Arc<dyn ServiceHandler>,
 }
 
-/// A serving instance; [`Serving::stop`] stops taking new work.
+/// A serving instance. [`Serving::stop`] stops taking new work; once the
+/// workers are done, [`Serving::settle`] waits until the transport has
+/// finished with the work they did (replies published, requests acked).
 pub struct Serving {
     stop: Option<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
+    settle: Option<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
 }
 
 impl Serving {
@@ -130,13 +133,33 @@ impl Serving {
     pub fn new(stop: impl FnOnce() -> BoxFuture<'static, ()> + Send + 'static) -> Self {
         Serving {
             stop: Some(Box::new(stop)),
+            settle: None,
         }
     }
 
+    /// The same handle, whose `settle` runs `settle`.
+    pub fn with_settle(
+        mut self,
+        settle: impl FnOnce() -> BoxFuture<'static, ()> + Send + 'static,
+    ) -> Self {
+        self.settle = Some(Box::new(settle));
+        self
+    }
+
     /// Stops consuming: no new requests or events reach the instance.
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             stop().await;
+        }
+    }
+
+    /// Waits until the work already handed to the instance is settled with
+    /// the transport. Call it after the workers have finished; bound it
+    /// with a timeout.
+    pub async fn settle(mut self) {
+        self.stop().await;
+        if let Some(settle) = self.settle.take() {
+            settle().await;
         }
     }
 }

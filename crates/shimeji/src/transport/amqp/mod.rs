@@ -169,6 +169,42 @@ struct Served {
     /// The channel its consumers run on, on the current connection.
     channel: Mutex<Option<(Channel, Vec<String>)>>,
     stopped: CancellationToken,
+    /// Deliveries taken and not yet acked, requeued or rejected.
+    unsettled: std::sync::atomic::AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+/// Counts a delivery as unsettled while it lives.
+struct Unsettled<'a>(&'a Served);
+
+impl<'a> Unsettled<'a> {
+    fn new(served: &'a Served) -> Self {
+        served.unsettled.fetch_add(1, Ordering::AcqRel);
+        Unsettled(served)
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if self.0.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+impl Served {
+    /// Resolves once no delivery is unsettled.
+    async fn all_settled(&self) {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.unsettled.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -744,6 +780,8 @@ impl Transport for AmqpTransport {
                 binding,
                 channel: Mutex::new(None),
                 stopped: CancellationToken::new(),
+                unsettled: Default::default(),
+                settled: Default::default(),
             });
             let session = self.session().await;
             consume(&self.inner, &session, &served).await.map_err(|e| {
@@ -759,6 +797,7 @@ impl Transport for AmqpTransport {
             })?;
             lock(&self.inner.served).push(served.clone());
             let inner = self.inner.clone();
+            let settling = served.clone();
             Ok(Serving::new(move || {
                 Box::pin(async move {
                     served.stopped.cancel();
@@ -770,7 +809,8 @@ impl Transport for AmqpTransport {
                         }
                     }
                 })
-            }))
+            })
+            .with_settle(move || Box::pin(async move { settling.all_settled().await })))
         })
     }
 }
@@ -882,6 +922,7 @@ impl Worker {
         let (Some(deliver), Some(props)) = (deliver, basic_properties) else {
             return;
         };
+        let _unsettled = Unsettled::new(&self.served);
         let tag = deliver.delivery_tag();
         let body = content.unwrap_or_default();
         match self.event_method {
