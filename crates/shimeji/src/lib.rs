@@ -43,6 +43,7 @@
 //! | [`context`] | worker context: call ids, call id stack, context data |
 //! | [`trace`] | W3C trace context carried across hops |
 //! | [`metrics`] | Prometheus metrics of every entrypoint, client and transport |
+//! | `otlp` | OpenTelemetry span export over OTLP/HTTP (feature `otlp`) |
 //! | [`health`] | liveness and readiness |
 //! | `logging` | text and JSON log lines with the worker's call id (feature `cli`) |
 //! | [`container`] | one running instance: concurrency, draining |
@@ -70,6 +71,8 @@ pub mod http;
 #[cfg(feature = "cli")]
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod payload;
 pub mod runner;
 pub mod service;

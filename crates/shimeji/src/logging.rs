@@ -71,7 +71,7 @@ pub struct BadLevel {
 /// use shimeji::logging::{init, LogFormat};
 ///
 /// init("info", LogFormat::Json).unwrap();
-/// assert!(init("not a level!", LogFormat::Json).is_err());
+/// assert!(init("shimeji=loud", LogFormat::Json).is_err());
 /// ```
 pub fn init(level: &str, format: LogFormat) -> Result<(), BadLevel> {
     use std::sync::OnceLock;

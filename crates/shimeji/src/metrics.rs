@@ -231,10 +231,13 @@ pub(crate) trait WorkerStats: Send + Sync {
     fn workers(&self) -> (usize, usize, usize);
 }
 
+/// `(service, method)` of a call.
+type CallKey = (Cow<'static, str>, Cow<'static, str>);
+
 struct Global {
     registry: Mutex<Registry>,
     entrypoints: Mutex<Vec<Arc<EntrypointMetrics>>>,
-    calls: RwLock<HashMap<(Cow<'static, str>, Cow<'static, str>), Arc<CallMetrics>>>,
+    calls: RwLock<HashMap<CallKey, Arc<CallMetrics>>>,
     dispatched: RwLock<HashMap<(String, String), Arc<AtomicU64>>>,
     instances: Mutex<Vec<Weak<dyn WorkerStats>>>,
     reconnects: Mutex<Vec<(&'static str, u64)>>,
@@ -297,7 +300,9 @@ thread_local! {
 
 const CALL_CACHE_SIZE: usize = 64;
 
-/// The handles of calls to `service.method`.
+/// The handles of calls to `service.method`. Takes the `Cow`s themselves:
+/// borrowed names are `'static`, which is what makes them cacheable by address.
+#[allow(clippy::ptr_arg)]
 pub(crate) fn call(service: &Cow<'static, str>, method: &Cow<'static, str>) -> Arc<CallMetrics> {
     let key = match (service, method) {
         (Cow::Borrowed(s), Cow::Borrowed(m)) => Some((s.as_ptr() as usize, m.as_ptr() as usize)),
@@ -327,6 +332,7 @@ pub(crate) fn call(service: &Cow<'static, str>, method: &Cow<'static, str>) -> A
     handles
 }
 
+#[allow(clippy::ptr_arg)]
 fn call_slow(service: &Cow<'static, str>, method: &Cow<'static, str>) -> Arc<CallMetrics> {
     let calls = &global().calls;
     let key = (service.clone(), method.clone());
