@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use shimeji::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// The service the in-process benches call: `greeter.hello(name)`.
 #[derive(Default)]
@@ -53,4 +56,59 @@ pub fn medians(rounds: &[Figures]) -> Figures {
         p99: m(|f| f.p99),
         c64: m(|f| f.c64),
     }
+}
+
+/// Runs `call` `calls` times one after another, timing each call.
+pub async fn sequential<F, Fut>(calls: usize, call: F) -> (f64, f64, f64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..calls / 10 {
+        call().await;
+    }
+    let mut lat = Vec::with_capacity(calls);
+    let start = Instant::now();
+    for _ in 0..calls {
+        let t = Instant::now();
+        call().await;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    let total = start.elapsed();
+    lat.sort_unstable();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    (calls as f64 / total.as_secs_f64(), p(0.50), p(0.99))
+}
+
+/// Runs `calls` calls from 64 concurrent tasks; each task owns a clone of
+/// `state` so that no reference count is shared between the calls.
+pub async fn concurrent<S, F, Fut>(calls: usize, state: S, call: F) -> f64
+where
+    S: Clone + Send + 'static,
+    F: Fn(S) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = S> + Send,
+{
+    let run = |n: usize| {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let counter = counter.clone();
+                let mut state = state.clone();
+                tokio::spawn(async move {
+                    while counter.fetch_add(1, Ordering::Relaxed) < n {
+                        state = call(state).await;
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                t.await.expect("bench task panicked");
+            }
+        }
+    };
+    run(calls / 10).await;
+    let start = Instant::now();
+    run(calls).await;
+    calls as f64 / start.elapsed().as_secs_f64()
 }

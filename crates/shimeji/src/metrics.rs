@@ -54,6 +54,13 @@ pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
+/// Turns recording off for this process: clients, event dispatchers and
+/// services started from now on record nothing. Services already started
+/// with recording on go on recording.
+pub fn disable() {
+    ENABLED.store(false, Ordering::Relaxed);
+}
+
 /// Whether recording is on.
 pub fn is_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
