@@ -9,13 +9,16 @@
 //! *Off*: no log subscriber, metrics not recorded. *On*: the JSON log
 //! subscriber at INFO (what `--log-format json` installs; lines go to a
 //! sink), Prometheus metrics recorded for entrypoints and clients, and the
-//! trace context (always carried; it is in both columns). Each round runs
-//! both, each on services started fresh for it, off first then on; every
-//! figure is the median of the rounds. The AMQP part needs the local broker
+//! trace context (always carried; it is in both columns). Each round starts
+//! both sides' services, each on its own runtime, and takes `BATCHES`
+//! batches of calls from each in turn (off, on, off, on, …) so that the
+//! machine's noise hits both alike; every figure is the median of all
+//! batches. The AMQP part needs the local broker
 //! (`AMQP_URI`, default `amqp://guest:guest@127.0.0.1:5672`).
 
 use shimeji::logging::LogFormat;
 use shimeji::prelude::*;
+use tokio::runtime::Runtime;
 
 mod common;
 
@@ -27,13 +30,18 @@ struct Pair {
     c64: f64,
 }
 
-async fn measure(config: Config, calls: usize, calls64: usize) -> Pair {
+async fn start(config: Config) -> (RunningServices, GreeterClient) {
     let running = ServiceRunner::with_config(config)
         .service(Greeter)
         .start()
         .await
         .expect("start greeter");
     let greeter: GreeterClient = running.client();
+    (running, greeter)
+}
+
+/// One batch: `calls` one at a time, then `calls64` with 64 in flight.
+async fn batch(greeter: GreeterClient, calls: usize, calls64: usize) -> Pair {
     let (seq, _, _) = sequential(calls, || async {
         std::hint::black_box(greeter.hello("Ada".into()).await.expect("call failed"));
     })
@@ -43,12 +51,65 @@ async fn measure(config: Config, calls: usize, calls64: usize) -> Pair {
         g
     })
     .await;
-    running.stop().await;
     Pair { seq, c64 }
 }
 
+/// Both sides of one transport: services started on their own runtime
+/// (metrics on for the "on" side only), then batches taken in turn, off
+/// then on, so that the machine's noise hits both alike. Every batch runs on
+/// a runtime worker thread, where the runtime's log subscriber is.
+struct Sides {
+    off: (RunningServices, GreeterClient),
+    on: (RunningServices, GreeterClient),
+}
+
+impl Sides {
+    fn start(off_rt: &Runtime, on_rt: &Runtime, config: Config, metrics: bool) -> Self {
+        shimeji::metrics::disable();
+        let off = off_rt.block_on(start(config.clone()));
+        if metrics {
+            shimeji::metrics::enable();
+        }
+        let on = on_rt.block_on(start(config));
+        Sides { off, on }
+    }
+
+    fn batches(
+        &self,
+        rts: (&Runtime, &Runtime),
+        metrics: bool,
+        n: usize,
+        calls: usize,
+        calls64: usize,
+        out: (&mut Vec<Pair>, &mut Vec<Pair>),
+    ) {
+        let run = |rt: &Runtime, greeter: &GreeterClient| {
+            let greeter = greeter.clone();
+            rt.block_on(async move {
+                tokio::spawn(batch(greeter, calls, calls64))
+                    .await
+                    .expect("bench task")
+            })
+        };
+        for _ in 0..n {
+            // Clients record when recording is on: switch it per side.
+            shimeji::metrics::disable();
+            out.0.push(run(rts.0, &self.off.1));
+            if metrics {
+                shimeji::metrics::enable();
+            }
+            out.1.push(run(rts.1, &self.on.1));
+        }
+    }
+
+    fn stop(self, off_rt: &Runtime, on_rt: &Runtime) {
+        off_rt.block_on(self.off.0.stop());
+        on_rt.block_on(self.on.0.stop());
+    }
+}
+
 /// A runtime whose threads log through `dispatch` (or through nothing).
-fn runtime(dispatch: Option<tracing::Dispatch>) -> tokio::runtime::Runtime {
+fn runtime(dispatch: Option<tracing::Dispatch>) -> Runtime {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(dispatch) = dispatch {
@@ -83,36 +144,55 @@ fn main() {
     let uri = std::env::var("AMQP_URI")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_string());
 
+    // ON_LOGS=0 or ON_METRICS=0 leave one part off in the "on" column, to
+    // see what each costs.
+    let logs = env_usize("ON_LOGS", 1) == 1;
+    let metrics = env_usize("ON_METRICS", 1) == 1;
     let json =
         shimeji::logging::subscriber("info", LogFormat::Json, std::io::sink).expect("log filter");
     let off_rt = runtime(None);
-    let on_rt = runtime(Some(tracing::Dispatch::new(json)));
+    let on_rt = runtime(logs.then(|| tracing::Dispatch::new(json)));
 
     let (mut mem_off, mut mem_on, mut amqp_off, mut amqp_on) = (vec![], vec![], vec![], vec![]);
+    let rts = (&off_rt, &on_rt);
+    let batches = env_usize("BATCHES", if quick { 1 } else { 10 });
     for round in 1..=rounds {
-        shimeji::metrics::disable();
-        mem_off.push(off_rt.block_on(measure(Config::new(), calls, calls64)));
-        shimeji::metrics::enable();
-        mem_on.push(on_rt.block_on(measure(Config::new(), calls, calls64)));
+        let sides = Sides::start(&off_rt, &on_rt, Config::new(), metrics);
+        sides.batches(
+            rts,
+            metrics,
+            batches,
+            calls / batches,
+            calls64 / batches,
+            (&mut mem_off, &mut mem_on),
+        );
+        sides.stop(&off_rt, &on_rt);
         if amqp {
             let config = Config::new().set("AMQP_URI", uri.clone());
-            shimeji::metrics::disable();
-            amqp_off.push(off_rt.block_on(measure(config.clone(), amqp_calls, amqp_calls64)));
-            shimeji::metrics::enable();
-            amqp_on.push(on_rt.block_on(measure(config, amqp_calls, amqp_calls64)));
+            let sides = Sides::start(&off_rt, &on_rt, config, metrics);
+            sides.batches(
+                rts,
+                metrics,
+                batches,
+                amqp_calls / batches,
+                amqp_calls64 / batches,
+                (&mut amqp_off, &mut amqp_on),
+            );
+            sides.stop(&off_rt, &on_rt);
         }
         eprintln!("round {round}/{rounds} done");
     }
     // Recording really was on: the scrape counts the calls.
     let scrape = shimeji::metrics::render();
     assert!(
+        !metrics ||
         scrape.contains(
             r#"shimeji_entrypoint_calls_total{service="greeter",entrypoint="hello",outcome="ok"}"#
         ),
         "metrics were not recorded:\n{scrape}"
     );
 
-    println!("\nobservability off vs on, greeter.hello(\"Ada\"), medians of {rounds} round(s)\n");
+    println!("\nobservability off vs on, greeter.hello(\"Ada\"), medians of {rounds} round(s) x {batches} batches\n");
     println!(
         "| transport | off seq/s    | on seq/s     | ratio | off c64/s    | on c64/s     | ratio |"
     );
@@ -123,5 +203,5 @@ fn main() {
     if amqp {
         report("amqp", &amqp_off, &amqp_on);
     }
-    println!("\ntarget: on / off >= 0.9");
+    println!("\non: JSON logs {logs}, metrics {metrics}; target: on / off >= 0.9");
 }

@@ -172,7 +172,7 @@ impl Client {
         })?;
         if crate::metrics::is_enabled() {
             let metrics = crate::metrics::call(&service, &method);
-            let started = std::time::Instant::now();
+            let started = crate::metrics::Instant::now();
             let result = self.send_bound(bound, service, method, payload).await;
             let error = result.as_ref().err().map(CallError::exc_type);
             metrics.record(started.elapsed(), error);

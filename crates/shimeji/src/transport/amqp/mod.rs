@@ -151,6 +151,8 @@ struct Inner {
     reply_queue: String,
     shutdown: CancellationToken,
     reconnects: AtomicU64,
+    /// The runtime the transport was connected on.
+    runtime: tokio::runtime::Handle,
 }
 
 struct Session {
@@ -231,6 +233,7 @@ impl AmqpTransport {
             pending: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             reconnects: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::current(),
             settings,
         });
         let session = open_session(&inner).await?;
@@ -276,6 +279,14 @@ impl AmqpTransport {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // amqprs closes a dropped channel from a task it spawns: when the
+        // last handle goes away outside any runtime (a client dropped after
+        // `block_on` returned), drop the channels inside ours.
+        let _entered = tokio::runtime::Handle::try_current()
+            .is_err()
+            .then(|| self.runtime.enter());
+        self.session.send_replace(None);
+        lock(&self.served).clear();
     }
 }
 
