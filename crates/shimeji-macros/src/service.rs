@@ -602,7 +602,9 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         client_methods.push(quote! {
             #(#docs)*
             pub async fn #method(&self, #(#names: #types),*) -> ::core::result::Result<#ok_ty, ::shimeji::CallError> {
-                self.client.call_typed(#service_name, #method_name, #args_struct { #(#names),* }).await
+                static SITE: ::shimeji::__private::CallSite =
+                    ::shimeji::__private::CallSite::new(#service_name, #method_name);
+                self.client.call_at(&SITE, #args_struct { #(#names),* }).await
             }
         });
         let arg_types: Vec<String> = types.iter().map(|t| type_string(t)).collect();

@@ -130,6 +130,7 @@ impl Client {
             Cow::Owned(service.into()),
             Cow::Owned(method.into()),
             Payload::request(args, kwargs),
+            None,
         )
         .await?
         .into_json()
@@ -152,6 +153,25 @@ impl Client {
             Cow::Borrowed(service),
             Cow::Borrowed(method),
             Payload::Typed(Box::new(args)),
+            None,
+        )
+        .await?
+        .decode()
+    }
+
+    /// Like [`call_typed`](Self::call_typed), for a call site that keeps
+    /// its metric handles: what generated clients use.
+    #[doc(hidden)]
+    pub async fn call_at<A, R>(&self, site: &'static CallSite, args: A) -> Result<R, CallError>
+    where
+        A: TypedValue,
+        R: DeserializeOwned + 'static,
+    {
+        self.send(
+            Cow::Borrowed(site.service),
+            Cow::Borrowed(site.method),
+            Payload::Typed(Box::new(args)),
+            Some(site),
         )
         .await?
         .decode()
@@ -162,6 +182,7 @@ impl Client {
         service: Cow<'static, str>,
         method: Cow<'static, str>,
         payload: Payload,
+        site: Option<&'static CallSite>,
     ) -> Result<Payload, CallError> {
         let bound = self.bound.get().ok_or_else(|| {
             CallError::Transport(
@@ -170,25 +191,18 @@ impl Client {
                     .into(),
             )
         })?;
-        if crate::metrics::is_enabled() {
-            let metrics = crate::metrics::call(&service, &method);
-            let started = crate::metrics::Instant::now();
-            let result = self.send_bound(bound, service, method, payload).await;
-            let error = result.as_ref().err().map(CallError::exc_type);
-            metrics.record(started.elapsed(), error);
-            return result;
-        }
-        self.send_bound(bound, service, method, payload).await
-    }
-
-    async fn send_bound(
-        &self,
-        bound: &Bound,
-        service: Cow<'static, str>,
-        method: Cow<'static, str>,
-        payload: Payload,
-    ) -> Result<Payload, CallError> {
         let timeout = self.timeout.unwrap_or(bound.default_timeout);
+        let measured = crate::metrics::is_enabled().then(|| {
+            let started = crate::metrics::Instant::now();
+            crate::metrics::handover::hand_over(started);
+            let handles = match site {
+                Some(site) => *site
+                    .metrics
+                    .get_or_init(|| crate::metrics::call(&service, &method)),
+                None => crate::metrics::call(&service, &method),
+            };
+            (handles, started)
+        });
         let request = Request {
             service: service.clone(),
             method: method.clone(),
@@ -198,17 +212,36 @@ impl Client {
         let mut call = bound.transport.call(request);
         // A call that completes on its first poll (in-process, mostly) needs
         // no timer: arm the timeout only when the reply has to be waited for.
-        if let std::task::Poll::Ready(result) = futures::poll!(&mut call) {
-            return result;
+        let first = futures::poll!(&mut call);
+        let (result, ended) = match first {
+            std::task::Poll::Ready(result) => {
+                let ended = match measured {
+                    Some(_) => crate::metrics::handover::take_back(),
+                    None => None,
+                };
+                (result, ended)
+            }
+            std::task::Poll::Pending => {
+                if measured.is_some() {
+                    crate::metrics::handover::take_back();
+                }
+                let result = match tokio::time::timeout(timeout, call).await {
+                    Ok(result) => result,
+                    Err(_) => Err(CallError::Timeout {
+                        service: service.into_owned(),
+                        method: method.into_owned(),
+                        timeout,
+                    }),
+                };
+                (result, None)
+            }
+        };
+        if let Some((metrics, started)) = measured {
+            let ended = ended.unwrap_or_else(crate::metrics::Instant::now);
+            let error = result.as_ref().err().map(CallError::exc_type);
+            metrics.record(ended.saturating_duration_since(started), error);
         }
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(CallError::Timeout {
-                service: service.into_owned(),
-                method: method.into_owned(),
-                timeout,
-            }),
-        }
+        result
     }
 }
 
@@ -216,6 +249,26 @@ impl Dependency for Client {
     fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
         self.bind(ctx.transport().clone(), ctx.config().rpc_timeout());
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// One method of a generated client: its names and, once resolved, its
+/// metric handles.
+#[doc(hidden)]
+pub struct CallSite {
+    service: &'static str,
+    method: &'static str,
+    metrics: OnceLock<&'static crate::metrics::CallMetrics>,
+}
+
+impl CallSite {
+    /// A call site of `service.method`.
+    pub const fn new(service: &'static str, method: &'static str) -> Self {
+        CallSite {
+            service,
+            method,
+            metrics: OnceLock::new(),
+        }
     }
 }
 

@@ -122,6 +122,7 @@ pub mod prelude {
 pub mod __private {
     //! Used by generated code; not a public API.
     pub use crate::binding::Binder;
+    pub use crate::client::CallSite;
     pub use crate::dependency::probe;
     pub use crate::payload::Payload;
     pub use crate::service::{

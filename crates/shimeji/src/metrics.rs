@@ -11,8 +11,7 @@
 //! |---|---|---|
 //! | `shimeji_entrypoint_calls_total` | service, entrypoint, outcome | runs by outcome: `ok`, or the error's type |
 //! | `shimeji_entrypoint_duration_seconds` | service, entrypoint | run time histogram |
-//! | `shimeji_entrypoint_in_flight` | service, entrypoint | runs going on now |
-//! | `shimeji_workers_busy` | service | workers running now, all instances |
+//! | `shimeji_workers_busy` | service | work in flight: workers running now, all instances |
 //! | `shimeji_workers_max` | service | `max_workers`, all instances |
 //! | `shimeji_workers_waiting` | service | work waiting for a free worker (saturation) |
 //! | `shimeji_client_calls_total` | service, method, outcome | calls made by clients in this process |
@@ -20,6 +19,10 @@
 //! | `shimeji_events_dispatched_total` | source, event_type | events published |
 //! | `shimeji_events_handled_total` | service, handler, source, event_type, outcome | event handler runs |
 //! | `shimeji_transport_reconnects_total` | transport | reconnections after a broker loss |
+//!
+//! Work in flight is counted per service (`shimeji_workers_busy`), read
+//! from the worker limit when scraped: counting it per entrypoint would cost
+//! every run one more atomic operation.
 //!
 //! Your own metrics join the same scrape through [`registry`]:
 //!
@@ -113,9 +116,9 @@ const BUCKET_NANOS: [u64; 17] = {
     nanos
 };
 
-/// How many shards a histogram spreads its counts over, so that threads
-/// recording at once do not fight over one cache line.
-const SHARDS: usize = 16;
+/// Threads that get a histogram shard of their own; later threads share
+/// one more.
+const OWNED: usize = 31;
 
 /// One thread's share of a histogram: its own cache lines.
 #[repr(align(64))]
@@ -123,25 +126,32 @@ struct Shard {
     /// One per bucket, and the last for `+Inf`.
     counts: [AtomicU64; 18],
     sum_nanos: AtomicU64,
-    /// Runs started on this shard; in flight = started − observed, summed
-    /// over the shards.
-    started: AtomicU64,
 }
 
 thread_local! {
-    static SHARD: usize = {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
-    };
+    /// This thread's number, given on first use and never reused.
+    static THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
-fn shard_index() -> usize {
-    SHARD.try_with(|s| *s).unwrap_or(0)
+fn thread_number() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    THREAD
+        .try_with(|n| match n.get() {
+            usize::MAX => {
+                let given = NEXT.fetch_add(1, Ordering::Relaxed);
+                n.set(given);
+                given
+            }
+            given => given,
+        })
+        .unwrap_or(usize::MAX)
 }
 
-/// A histogram with fixed buckets, sharded by thread: an observation is two
-/// atomic additions on a cache line the thread mostly has to itself, no
-/// lock. Shards are summed, and buckets made cumulative, when rendered.
+/// A histogram with fixed buckets, one shard per thread. The first
+/// [`OWNED`] threads each write only their own shard, so an observation is
+/// two plain stores on cache lines no other thread writes (exact: one
+/// writer per shard); later threads share the last shard with atomic
+/// additions. Shards are summed, and buckets made cumulative, when rendered.
 struct Histogram {
     shards: Box<[Shard]>,
 }
@@ -149,26 +159,36 @@ struct Histogram {
 impl Histogram {
     fn new() -> Self {
         Histogram {
-            shards: (0..SHARDS)
+            shards: (0..=OWNED)
                 .map(|_| Shard {
                     counts: std::array::from_fn(|_| AtomicU64::new(0)),
                     sum_nanos: AtomicU64::new(0),
-                    started: AtomicU64::new(0),
                 })
                 .collect(),
         }
     }
 
-    fn shard(&self) -> &Shard {
-        &self.shards[shard_index()]
-    }
-
     fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
-        let shard = self.shard();
-        shard.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let thread = thread_number();
+        match self.shards.get(thread).filter(|_| thread < OWNED) {
+            Some(own) => {
+                // This thread is the shard's only writer.
+                let count = &own.counts[bucket];
+                count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                let sum = &own.sum_nanos;
+                sum.store(
+                    sum.load(Ordering::Relaxed).wrapping_add(nanos),
+                    Ordering::Relaxed,
+                );
+            }
+            None => {
+                let shared = &self.shards[OWNED];
+                shared.counts[bucket].fetch_add(1, Ordering::Relaxed);
+                shared.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+            }
+        }
     }
 
     fn bucket_counts(&self) -> [u64; 18] {
@@ -183,17 +203,6 @@ impl Histogram {
 
     fn count(&self) -> u64 {
         self.bucket_counts().iter().sum()
-    }
-
-    fn in_flight(&self) -> i64 {
-        // Finished first: a run counted as finished was counted as started.
-        let finished = self.count();
-        let started: u64 = self
-            .shards
-            .iter()
-            .map(|s| s.started.load(Ordering::Relaxed))
-            .sum();
-        i64::try_from(started.saturating_sub(finished)).unwrap_or(i64::MAX)
     }
 
     fn encode(&self, encoder: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
@@ -250,13 +259,9 @@ pub(crate) struct Run<'a> {
 
 impl EntrypointMetrics {
     pub(crate) fn start(&self) -> Run<'_> {
-        self.duration
-            .shard()
-            .started
-            .fetch_add(1, Ordering::Relaxed);
         Run {
             metrics: self,
-            started: Instant::now(),
+            started: handover::take_start().unwrap_or_else(Instant::now),
         }
     }
 
@@ -269,10 +274,53 @@ impl Run<'_> {
     /// Records the run's time and outcome: `None` for ok, else the error type.
     pub(crate) fn finish(self, error: Option<&str>) {
         let m = self.metrics;
-        m.duration.observe(self.started.elapsed());
+        let ended = Instant::now();
+        m.duration
+            .observe(ended.saturating_duration_since(self.started));
+        handover::set_end(ended);
         if let Some(exc_type) = error {
             m.errors.add(exc_type);
         }
+    }
+}
+
+/// Clock readings shared between a client measuring a call and the
+/// entrypoint that serves it inline, on the same thread, within the same
+/// poll (in-process calls): the entrypoint's run starts at the client's
+/// reading and the call ends at the entrypoint's. Half the clock reads, and
+/// both measure the same interval to within the dispatch in between (tens
+/// of nanoseconds). Anything else (another thread, a later poll, a remote
+/// transport) reads the clock itself.
+pub(crate) mod handover {
+    use super::Instant;
+    use std::cell::Cell;
+
+    thread_local! {
+        static START: Cell<Option<Instant>> = const { Cell::new(None) };
+        static END: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// A client hands its start over before the first poll of its call.
+    pub(crate) fn hand_over(started: Instant) {
+        let _ = START.try_with(|s| s.set(Some(started)));
+        let _ = END.try_with(|e| e.set(None));
+    }
+
+    /// The entrypoint takes the start, if its caller handed one over.
+    pub(crate) fn take_start() -> Option<Instant> {
+        START.try_with(Cell::take).ok().flatten()
+    }
+
+    /// The entrypoint leaves its end for the caller.
+    pub(crate) fn set_end(ended: Instant) {
+        let _ = END.try_with(|e| e.set(Some(ended)));
+    }
+
+    /// After the first poll: clears the start, and returns the end an
+    /// entrypoint left during that poll, if any.
+    pub(crate) fn take_back() -> Option<Instant> {
+        let _ = START.try_with(|s| s.set(None));
+        END.try_with(Cell::take).ok().flatten()
     }
 }
 
@@ -506,17 +554,6 @@ impl prometheus_client::collector::Collector for Collector {
         }
 
         let mut e = encoder.encode_descriptor(
-            "shimeji_entrypoint_in_flight",
-            "Entrypoint runs going on now",
-            None,
-            MetricType::Gauge,
-        )?;
-        for m in &entrypoints {
-            let labels = [("service", m.service), ("entrypoint", m.entrypoint)];
-            gauge(&mut e.encode_family(&labels)?, m.duration.in_flight())?;
-        }
-
-        let mut e = encoder.encode_descriptor(
             "shimeji_events_handled",
             "Event handler runs by outcome",
             None,
@@ -655,6 +692,31 @@ impl prometheus_client::collector::Collector for Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_counts_every_observation_from_every_thread() {
+        let h = Arc::new(Histogram::new());
+        let threads: Vec<_> = (0..2 * OWNED)
+            .map(|_| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        h.observe(Duration::from_micros(20));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(h.count(), 2 * OWNED as u64 * 1000);
+        let sum: u64 = h
+            .shards
+            .iter()
+            .map(|s| s.sum_nanos.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(sum, 2 * OWNED as u64 * 1000 * 20_000);
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

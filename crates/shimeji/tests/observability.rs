@@ -283,10 +283,6 @@ async fn metrics_are_scraped_from_metrics_address() {
         ) > 0.0
     );
     assert_eq!(
-        sample(&text, &format!("shimeji_entrypoint_in_flight{{{ep}}}")),
-        0.0
-    );
-    assert_eq!(
         sample(&text, r#"shimeji_workers_max{service="obs_metered"}"#),
         7.0
     );

@@ -322,7 +322,8 @@ impl<S: Service> Container<S> {
         } else {
             self.metrics
                 .iter()
-                .find(|m| m.entrypoint() == entrypoint)
+                // The same static string, mostly: compare addresses first.
+                .find(|m| std::ptr::eq(m.entrypoint(), entrypoint) || m.entrypoint() == entrypoint)
                 .map(|m| m.start())
         };
         let deps = if self.worker_hooks {
