@@ -509,13 +509,16 @@ fn main() {
     let (raw_server, raw_client_conn, service, client_side) = rt.block_on(async {
         let raw_server = raw_server().await;
         let raw_client_conn = open("bench raw client").await;
-        let service =
-            ServiceRunner::with_config(Config::new().set("AMQP_URI", uri()).set("max_workers", 64))
-                .service(BenchEcho)
-                .start()
-                .await
-                .expect("shimeji service");
-        let client_side = ServiceRunner::with_config(Config::new().set("AMQP_URI", uri()))
+        let service = ServiceRunner::with_config(
+            Config::from_env()
+                .set("AMQP_URI", uri())
+                .set("max_workers", 64),
+        )
+        .service(BenchEcho)
+        .start()
+        .await
+        .expect("shimeji service");
+        let client_side = ServiceRunner::with_config(Config::from_env().set("AMQP_URI", uri()))
             .start()
             .await
             .expect("shimeji client");

@@ -85,6 +85,8 @@ impl Config {
             "HEARTBEAT",
             "rpc_exchange",
             "max_message_size",
+            "persistent_replies",
+            "persistent_requests",
             "WEB_SERVER_ADDRESS",
             "METRICS_ADDRESS",
             "max_body_size",

@@ -4,7 +4,8 @@
 mod support;
 
 use amqprs::channel::{
-    BasicConsumeArguments, BasicPublishArguments, QueueBindArguments, QueueDeclareArguments,
+    BasicConsumeArguments, BasicPublishArguments, ExchangeDeclareArguments, QueueBindArguments,
+    QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::BasicProperties;
@@ -488,4 +489,73 @@ async fn a_failed_connection_never_shows_the_password() {
     let message = err.to_string();
     assert!(message.contains("guest:***@"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
+}
+
+/// Requests are persistent (delivery mode 2) as Nameko sends them, unless
+/// `persistent_requests: false`.
+#[tokio::test]
+async fn request_delivery_mode_follows_persistent_requests() {
+    let mut args = OpenConnectionArguments::try_from(uri().as_str()).unwrap();
+    args.connection_name("probe");
+    let connection = Connection::open(&args).await.unwrap();
+    let channel = connection.open_channel(None).await.unwrap();
+    channel
+        .exchange_declare(
+            ExchangeDeclareArguments::new("nameko-rpc", "topic")
+                .durable(true)
+                .finish(),
+        )
+        .await
+        .unwrap();
+    // A queue standing in for service `amqp_probe`, so requests are routed.
+    let (queue, _, _) = channel
+        .queue_declare(
+            QueueDeclareArguments::new("rpc-amqp_probe")
+                .auto_delete(true)
+                .finish(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    channel
+        .queue_bind(QueueBindArguments::new(
+            &queue,
+            "nameko-rpc",
+            "amqp_probe.*",
+        ))
+        .await
+        .unwrap();
+    let (_, mut rx) = channel
+        .basic_consume_rx(
+            BasicConsumeArguments::new(&queue, "")
+                .manual_ack(false)
+                .finish(),
+        )
+        .await
+        .unwrap();
+    for (persistent, mode) in [(None, 2), (Some(false), 1), (Some(true), 2)] {
+        let mut config = config();
+        if let Some(p) = persistent {
+            config = config.set("persistent_requests", p);
+        }
+        let running = ServiceRunner::with_config(config).start().await.unwrap();
+        let client = running
+            .dynamic_client()
+            .with_timeout(Duration::from_millis(300));
+        // Nobody answers: the call times out; the request is what matters.
+        let _ = client.call("amqp_probe", "go", json!([])).await;
+        let message = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the request reached the probe queue")
+            .unwrap();
+        let props = message.basic_properties.unwrap();
+        assert_eq!(
+            props.delivery_mode(),
+            Some(mode),
+            "persistent_requests = {persistent:?}"
+        );
+        running.stop().await;
+    }
+    let _ = channel.close().await;
+    let _ = connection.close().await;
 }

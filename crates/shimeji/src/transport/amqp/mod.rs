@@ -76,8 +76,15 @@ pub struct AmqpSettings {
     /// `persistent_replies`, default false). A reply lives for the moment
     /// between the service and its caller; writing it to disk costs about a
     /// third of the throughput and buys only that a reply waiting in its
-    /// queue survives a broker restart. Requests and events stay persistent.
+    /// queue survives a broker restart. Events stay persistent.
     pub persistent_replies: bool,
+    /// Publish requests persistent, as Nameko does (config key
+    /// `persistent_requests`, default true). `false` spares the broker a
+    /// disk write per call (10–25 % more calls/s measured here); a request
+    /// still queued when the broker restarts is then lost, and its caller
+    /// gets `Timeout`. Requests are published without confirms either way:
+    /// persistence only protects requests waiting in their queue.
+    pub persistent_requests: bool,
 }
 
 impl std::fmt::Debug for AmqpSettings {
@@ -88,6 +95,7 @@ impl std::fmt::Debug for AmqpSettings {
             .field("rpc_exchange", &self.rpc_exchange)
             .field("max_message_size", &self.max_message_size)
             .field("persistent_replies", &self.persistent_replies)
+            .field("persistent_requests", &self.persistent_requests)
             .finish()
     }
 }
@@ -101,6 +109,7 @@ impl AmqpSettings {
             rpc_exchange: wire::DEFAULT_RPC_EXCHANGE.to_string(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             persistent_replies: false,
+            persistent_requests: true,
         }
     }
 
@@ -118,6 +127,9 @@ impl AmqpSettings {
         }
         if let Ok(Some(p)) = config.get::<bool>("persistent_replies") {
             settings.persistent_replies = p;
+        }
+        if let Ok(Some(p)) = config.get::<bool>("persistent_requests") {
+            settings.persistent_requests = p;
         }
         Some(settings)
     }
@@ -730,7 +742,17 @@ impl Transport for AmqpTransport {
                 id: id.clone(),
             };
             let headers = wire::context_headers(request.context.as_ref());
-            let props = wire::properties(Some(headers), Some(&id), Some(&self.inner.reply_key));
+            let mode = if self.inner.settings.persistent_requests {
+                2
+            } else {
+                1
+            };
+            let props = wire::properties_with_mode(
+                mode,
+                Some(headers),
+                Some(&id),
+                Some(&self.inner.reply_key),
+            );
             let routing_key = format!("{}.{}", request.service, request.method);
             let session = self.session().await;
             session
