@@ -27,8 +27,7 @@
 
 use amqprs::callbacks::{ChannelCallback, ConnectionCallback};
 use amqprs::channel::{
-    BasicAckArguments, BasicCancelArguments, BasicConsumeArguments, BasicNackArguments,
-    BasicPublishArguments, BasicQosArguments, BasicRejectArguments, Channel,
+    BasicCancelArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
     ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, QueueBindArguments,
     QueueDeclareArguments,
 };
@@ -53,6 +52,7 @@ use crate::error::{CallError, RemoteError};
 use crate::payload::Payload;
 use crate::service::HandlerType;
 
+mod acks;
 pub mod wire;
 
 /// How long opening a connection may take.
@@ -182,6 +182,8 @@ struct Served {
     binding: Binding,
     /// The channel its consumers run on, on the current connection.
     channel: Mutex<Option<(Channel, Vec<String>)>>,
+    /// The acks of that channel.
+    acker: Mutex<Option<Arc<acks::Acker>>>,
     stopped: CancellationToken,
     /// Deliveries taken and not yet acked, requeued or rejected.
     unsettled: std::sync::atomic::AtomicUsize,
@@ -209,6 +211,15 @@ impl Drop for Unsettled<'_> {
 impl Served {
     /// Resolves once no delivery is unsettled.
     async fn all_settled(&self) {
+        self.until_idle().await;
+        let acker = lock(&self.acker).clone();
+        if let Some(acker) = acker {
+            acker.flush().await;
+        }
+    }
+
+    /// Resolves once no delivery is being worked on.
+    async fn until_idle(&self) {
         loop {
             let notified = self.settled.notified();
             tokio::pin!(notified);
@@ -812,6 +823,7 @@ impl Transport for AmqpTransport {
             let served = Arc::new(Served {
                 binding,
                 channel: Mutex::new(None),
+                acker: Mutex::new(None),
                 stopped: CancellationToken::new(),
                 unsettled: Default::default(),
                 settled: Default::default(),
@@ -909,6 +921,7 @@ async fn consume(
     channel
         .basic_qos(BasicQosArguments::new(0, prefetch, false))
         .await?;
+    let acker = acks::Acker::new(channel.clone());
     let mut tags = Vec::new();
     for (queue, event_method) in queues {
         let (tag, rx) = channel
@@ -917,20 +930,21 @@ async fn consume(
         tags.push(tag);
         let worker = Worker {
             inner: Arc::downgrade(inner),
-            channel: channel.clone(),
+            acker: acker.clone(),
             served: served.clone(),
             event_method,
         };
         tokio::spawn(worker.run(rx));
     }
     *lock(&served.channel) = Some((channel, tags));
+    *lock(&served.acker) = Some(acker);
     Ok(())
 }
 
 /// Takes deliveries off one queue and hands each to the service.
 struct Worker {
     inner: Weak<Inner>,
-    channel: Channel,
+    acker: Arc<acks::Acker>,
     served: Arc<Served>,
     /// `Some(method)` for an event queue, `None` for the RPC queue.
     event_method: Option<&'static str>,
@@ -952,11 +966,15 @@ impl Worker {
             content,
             ..
         } = message;
-        let (Some(deliver), Some(props)) = (deliver, basic_properties) else {
+        let Some(deliver) = deliver else {
             return;
         };
         let _unsettled = Unsettled::new(&self.served);
         let tag = deliver.delivery_tag();
+        let Some(props) = basic_properties else {
+            // Every tag must be settled, or the acks after it stop.
+            return self.reject(tag).await;
+        };
         let body = content.unwrap_or_default();
         match self.event_method {
             Some(method) => self.handle_event(method, tag, &props, &body).await,
@@ -968,24 +986,15 @@ impl Worker {
     }
 
     async fn ack(&self, tag: u64) {
-        let _ = self
-            .channel
-            .basic_ack(BasicAckArguments::new(tag, false))
-            .await;
+        self.acker.ack(tag);
     }
 
     async fn requeue(&self, tag: u64) {
-        let _ = self
-            .channel
-            .basic_nack(BasicNackArguments::new(tag, false, true))
-            .await;
+        self.acker.requeue(tag).await;
     }
 
     async fn reject(&self, tag: u64) {
-        let _ = self
-            .channel
-            .basic_reject(BasicRejectArguments::new(tag, false))
-            .await;
+        self.acker.reject(tag).await;
     }
 
     async fn handle_rpc(&self, routing_key: &str, tag: u64, props: &BasicProperties, body: &[u8]) {
@@ -1061,11 +1070,14 @@ impl Worker {
             Ok(confirm) => {
                 if let Ok(true) = confirm.await {
                     self.ack(tag).await;
+                } else {
+                    // Not confirmed: the request goes back for another try.
+                    self.requeue(tag).await;
                 }
-                // No confirm: leave the request unacked, it will be redelivered.
             }
             Err(error) => {
-                tracing::warn!(service, %error, "cannot publish the reply: the request will be redelivered")
+                tracing::warn!(service, %error, "cannot publish the reply: the request will be redelivered");
+                self.requeue(tag).await;
             }
         }
     }
