@@ -559,3 +559,52 @@ async fn request_delivery_mode_follows_persistent_requests() {
     let _ = channel.close().await;
     let _ = connection.close().await;
 }
+
+#[derive(Default)]
+struct Acks;
+
+#[service(name = "amqp_acks")]
+impl Acks {
+    #[rpc]
+    async fn echo(&self, n: u64) -> u64 {
+        // Finish out of order, so acks cannot simply follow the tags.
+        tokio::time::sleep(Duration::from_millis(n % 7)).await;
+        n
+    }
+}
+
+/// Acks go out several at a time: every request is acked in the end, while
+/// the service keeps running, even when the work finishes out of order.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_is_acked_while_the_service_runs() {
+    let running = ServiceRunner::with_config(config().set("max_workers", 16))
+        .service(Acks)
+        .start()
+        .await
+        .unwrap();
+    let acks: AcksClient = running.client();
+    let calls: Vec<_> = (0..300).map(|n| acks.echo(n)).collect();
+    for (n, result) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(result.unwrap(), n as u64);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = support::queues(&uri())
+            .into_iter()
+            .find(|(name, _, _)| name == "rpc-amqp_acks")
+            .map(|(_, messages, _)| messages);
+        if left == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rpc-amqp_acks still holds {left:?} messages (unacked) 10 s after the last reply"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+}
