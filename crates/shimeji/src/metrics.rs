@@ -503,6 +503,16 @@ pub(crate) fn reconnected(transport: &'static str) {
     }
 }
 
+/// Runs by outcome: `ok` (every run but the failed ones), then each error type.
+fn outcomes(duration: &Histogram, errors: &Errors) -> Vec<(String, u64)> {
+    let errors = errors.snapshot();
+    let failed: u64 = errors.iter().map(|(_, n)| n).sum();
+    let ok = duration.count().saturating_sub(failed);
+    std::iter::once(("ok".to_string(), ok))
+        .chain(errors)
+        .collect()
+}
+
 /// Renders shimeji's own metrics on every scrape.
 #[derive(Debug)]
 struct Collector;
@@ -527,12 +537,8 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Counter,
         )?;
         for m in &entrypoints {
-            let errors = m.errors.snapshot();
-            let failed: u64 = errors.iter().map(|(_, n)| n).sum();
-            let ok = m.duration.count().saturating_sub(failed);
-            for (outcome, n) in
-                std::iter::once(("ok", ok)).chain(errors.iter().map(|(t, n)| (t.as_str(), *n)))
-            {
+            for (outcome, n) in outcomes(&m.duration, &m.errors) {
+                let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service),
                     ("entrypoint", m.entrypoint),
@@ -563,12 +569,8 @@ impl prometheus_client::collector::Collector for Collector {
             let Some((source, event_type)) = m.event else {
                 continue;
             };
-            let errors = m.errors.snapshot();
-            let failed: u64 = errors.iter().map(|(_, n)| n).sum();
-            let ok = m.duration.count().saturating_sub(failed);
-            for (outcome, n) in
-                std::iter::once(("ok", ok)).chain(errors.iter().map(|(t, n)| (t.as_str(), *n)))
-            {
+            for (outcome, n) in outcomes(&m.duration, &m.errors) {
+                let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service),
                     ("handler", m.entrypoint),
@@ -629,12 +631,8 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Counter,
         )?;
         for m in &calls {
-            let errors = m.errors.snapshot();
-            let failed: u64 = errors.iter().map(|(_, n)| n).sum();
-            let ok = m.duration.count().saturating_sub(failed);
-            for (outcome, n) in
-                std::iter::once(("ok", ok)).chain(errors.iter().map(|(t, n)| (t.as_str(), *n)))
-            {
+            for (outcome, n) in outcomes(&m.duration, &m.errors) {
+                let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service.as_ref()),
                     ("method", m.method.as_ref()),

@@ -335,35 +335,54 @@ async fn events_follow_each_handler_type_across_instances() {
     running.stop().await;
 }
 
-/// Publishes a raw request to `amqp_calc` and waits for a reply on a queue
-/// of its own; `None` when no reply comes within a second.
-async fn raw_request(props: BasicProperties, body: Vec<u8>) -> Option<Value> {
+/// A connection of a raw client, with an auto-delete queue `queue` bound to
+/// the RPC exchange by `key` and consumed without acks.
+async fn listen(
+    name: &str,
+    queue: &str,
+    key: &str,
+) -> (
+    Connection,
+    amqprs::channel::Channel,
+    tokio::sync::mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>,
+) {
     let mut args = OpenConnectionArguments::try_from(uri().as_str()).unwrap();
-    args.connection_name("raw test client");
+    args.connection_name(name);
     let connection = Connection::open(&args).await.unwrap();
     let channel = connection.open_channel(None).await.unwrap();
-    let key = uuid::Uuid::new_v4().to_string();
-    let (queue, _, _) = channel
-        .queue_declare(
-            QueueDeclareArguments::new(&format!("raw-{key}"))
-                .auto_delete(true)
+    channel
+        .exchange_declare(
+            ExchangeDeclareArguments::new("nameko-rpc", "topic")
+                .durable(true)
                 .finish(),
         )
         .await
-        .unwrap()
         .unwrap();
     channel
-        .queue_bind(QueueBindArguments::new(&queue, "nameko-rpc", &key))
+        .queue_declare(QueueDeclareArguments::new(queue).auto_delete(true).finish())
         .await
         .unwrap();
-    let (_, mut rx) = channel
+    channel
+        .queue_bind(QueueBindArguments::new(queue, "nameko-rpc", key))
+        .await
+        .unwrap();
+    let (_, rx) = channel
         .basic_consume_rx(
-            BasicConsumeArguments::new(&queue, "")
+            BasicConsumeArguments::new(queue, "")
                 .manual_ack(false)
                 .finish(),
         )
         .await
         .unwrap();
+    (connection, channel, rx)
+}
+
+/// Publishes a raw request to `amqp_calc` and waits for a reply on a queue
+/// of its own; `None` when no reply comes within a second.
+async fn raw_request(props: BasicProperties, body: Vec<u8>) -> Option<Value> {
+    let key = uuid::Uuid::new_v4().to_string();
+    let (connection, channel, mut rx) =
+        listen("raw test client", &format!("raw-{key}"), &key).await;
     let mut props = props;
     if props.reply_to().map(String::as_str) == Some("REPLY") {
         props.with_reply_to(&key);
@@ -495,44 +514,8 @@ async fn a_failed_connection_never_shows_the_password() {
 /// `persistent_requests: false`.
 #[tokio::test]
 async fn request_delivery_mode_follows_persistent_requests() {
-    let mut args = OpenConnectionArguments::try_from(uri().as_str()).unwrap();
-    args.connection_name("probe");
-    let connection = Connection::open(&args).await.unwrap();
-    let channel = connection.open_channel(None).await.unwrap();
-    channel
-        .exchange_declare(
-            ExchangeDeclareArguments::new("nameko-rpc", "topic")
-                .durable(true)
-                .finish(),
-        )
-        .await
-        .unwrap();
     // A queue standing in for service `amqp_probe`, so requests are routed.
-    let (queue, _, _) = channel
-        .queue_declare(
-            QueueDeclareArguments::new("rpc-amqp_probe")
-                .auto_delete(true)
-                .finish(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    channel
-        .queue_bind(QueueBindArguments::new(
-            &queue,
-            "nameko-rpc",
-            "amqp_probe.*",
-        ))
-        .await
-        .unwrap();
-    let (_, mut rx) = channel
-        .basic_consume_rx(
-            BasicConsumeArguments::new(&queue, "")
-                .manual_ack(false)
-                .finish(),
-        )
-        .await
-        .unwrap();
+    let (connection, channel, mut rx) = listen("probe", "rpc-amqp_probe", "amqp_probe.*").await;
     for (persistent, mode) in [(None, 2), (Some(false), 1), (Some(true), 2)] {
         let mut config = config();
         if let Some(p) = persistent {
