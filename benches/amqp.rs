@@ -27,7 +27,6 @@ use serde_json::{json, Value};
 use shimeji::prelude::*;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -40,7 +39,7 @@ fn uri() -> String {
 
 mod common;
 
-use common::{env_usize, median, medians, Figures};
+use common::{concurrent, env_usize, median, medians, sequential, Figures};
 
 /// Sequential calls with per-call latency, then 64 in flight.
 async fn measure<C, F, Fut>(calls: usize, calls64: usize, client: C, call: F) -> Figures
@@ -49,42 +48,15 @@ where
     F: Fn(C) -> Fut + Copy + Send + 'static,
     Fut: std::future::Future<Output = C> + Send,
 {
-    let mut c = client.clone();
-    for _ in 0..calls / 10 {
-        c = call(c).await;
-    }
-    let mut lat = Vec::with_capacity(calls);
-    let start = Instant::now();
-    for _ in 0..calls {
-        let t = Instant::now();
-        c = call(c).await;
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    let seq = calls as f64 / start.elapsed().as_secs_f64();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    let counter = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let counter = counter.clone();
-            let mut c = client.clone();
-            tokio::spawn(async move {
-                while counter.fetch_add(1, Ordering::Relaxed) < calls64 {
-                    c = call(c).await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("bench task");
-    }
-    Figures {
-        seq,
-        p50: p(0.5),
-        p99: p(0.99),
-        c64: calls64 as f64 / start.elapsed().as_secs_f64(),
-    }
+    let (seq, p50, p99) = sequential(calls, || {
+        let c = client.clone();
+        async move {
+            call(c).await;
+        }
+    })
+    .await;
+    let c64 = concurrent(calls64, client, call).await;
+    Figures { seq, p50, p99, c64 }
 }
 
 // ---------------------------------------------------------------- (a) raw amqprs

@@ -213,18 +213,13 @@ impl Client {
         // A call that completes on its first poll (in-process, mostly) needs
         // no timer: arm the timeout only when the reply has to be waited for.
         let first = futures::poll!(&mut call);
+        let handed_back = match measured {
+            Some(_) => crate::metrics::handover::take_back(),
+            None => None,
+        };
         let (result, ended) = match first {
-            std::task::Poll::Ready(result) => {
-                let ended = match measured {
-                    Some(_) => crate::metrics::handover::take_back(),
-                    None => None,
-                };
-                (result, ended)
-            }
+            std::task::Poll::Ready(result) => (result, handed_back),
             std::task::Poll::Pending => {
-                if measured.is_some() {
-                    crate::metrics::handover::take_back();
-                }
                 let result = match tokio::time::timeout(timeout, call).await {
                     Ok(result) => result,
                     Err(_) => Err(CallError::Timeout {

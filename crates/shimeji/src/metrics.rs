@@ -407,52 +407,14 @@ pub(crate) fn watch_instance(instance: Weak<dyn WorkerStats>) {
     all.push(instance);
 }
 
-thread_local! {
-    /// Handles for calls whose names are `'static` (typed clients), by the
-    /// names' addresses: a call finds its handles without hashing.
-    static CALL_CACHE: std::cell::RefCell<Vec<(usize, usize, &'static CallMetrics)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-const CALL_CACHE_SIZE: usize = 64;
-
-/// The handles of calls to `service.method`. Takes the `Cow`s themselves:
-/// borrowed names are `'static`, which is what makes them cacheable by address.
+/// The handles of calls to `service.method`, found in the registry's map
+/// (generated clients keep theirs per call site and look once). Takes the
+/// `Cow`s so that the key keeps `'static` names borrowed.
 #[allow(clippy::ptr_arg)]
 pub(crate) fn call(
     service: &Cow<'static, str>,
     method: &Cow<'static, str>,
 ) -> &'static CallMetrics {
-    let key = match (service, method) {
-        (Cow::Borrowed(s), Cow::Borrowed(m)) => Some((s.as_ptr() as usize, m.as_ptr() as usize)),
-        _ => None,
-    };
-    if let Some((s, m)) = key {
-        let cached = CALL_CACHE.with(|cache| {
-            cache
-                .borrow()
-                .iter()
-                .find(|(cs, cm, _)| *cs == s && *cm == m)
-                .map(|(_, _, h)| *h)
-        });
-        if let Some(handles) = cached {
-            return handles;
-        }
-    }
-    let handles = call_slow(service, method);
-    if let Some((s, m)) = key {
-        CALL_CACHE.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            if cache.len() < CALL_CACHE_SIZE {
-                cache.push((s, m, handles));
-            }
-        });
-    }
-    handles
-}
-
-#[allow(clippy::ptr_arg)]
-fn call_slow(service: &Cow<'static, str>, method: &Cow<'static, str>) -> &'static CallMetrics {
     let calls = &global().calls;
     let key = (service.clone(), method.clone());
     if let Some(found) = calls.read().unwrap_or_else(|p| p.into_inner()).get(&key) {

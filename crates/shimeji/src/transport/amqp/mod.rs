@@ -753,13 +753,8 @@ impl Transport for AmqpTransport {
                 id: id.clone(),
             };
             let headers = wire::context_headers(request.context.as_ref());
-            let mode = if self.inner.settings.persistent_requests {
-                2
-            } else {
-                1
-            };
             let props = wire::properties_with_mode(
-                mode,
+                wire::delivery_mode(self.inner.settings.persistent_requests),
                 Some(headers),
                 Some(&id),
                 Some(&self.inner.reply_key),
@@ -973,7 +968,7 @@ impl Worker {
         let tag = deliver.delivery_tag();
         let Some(props) = basic_properties else {
             // Every tag must be settled, or the acks after it stop.
-            return self.reject(tag).await;
+            return self.acker.reject(tag).await;
         };
         let body = content.unwrap_or_default();
         match self.event_method {
@@ -983,18 +978,6 @@ impl Worker {
                     .await
             }
         }
-    }
-
-    async fn ack(&self, tag: u64) {
-        self.acker.ack(tag);
-    }
-
-    async fn requeue(&self, tag: u64) {
-        self.acker.requeue(tag).await;
-    }
-
-    async fn reject(&self, tag: u64) {
-        self.acker.reject(tag).await;
     }
 
     async fn handle_rpc(&self, routing_key: &str, tag: u64, props: &BasicProperties, body: &[u8]) {
@@ -1023,7 +1006,7 @@ impl Worker {
                 if let Err(e) = &result {
                     if e.exc_type == "ServiceStopping" {
                         // Another instance will take it.
-                        return self.requeue(tag).await;
+                        return self.acker.requeue(tag).await;
                     }
                 }
                 let result = result.and_then(|p| {
@@ -1041,15 +1024,15 @@ impl Worker {
             }
             Err(wire::Refusal { reply: None, error }) => {
                 tracing::warn!(service, routing_key, error = %error.value, "malformed request with nowhere to answer: rejected");
-                return self.reject(tag).await;
+                return self.acker.reject(tag).await;
             }
         };
-        let mode = if inner.settings.persistent_replies {
-            2
-        } else {
-            1
-        };
-        let props = wire::properties_with_mode(mode, None, correlation_id.as_deref(), None);
+        let props = wire::properties_with_mode(
+            wire::delivery_mode(inner.settings.persistent_replies),
+            None,
+            correlation_id.as_deref(),
+            None,
+        );
         let session = inner.session.borrow().clone();
         let Some(session) = session else {
             // Disconnected: leave the request unacked; the broker hands it
@@ -1069,15 +1052,15 @@ impl Worker {
         match published {
             Ok(confirm) => {
                 if let Ok(true) = confirm.await {
-                    self.ack(tag).await;
+                    self.acker.ack(tag);
                 } else {
                     // Not confirmed: the request goes back for another try.
-                    self.requeue(tag).await;
+                    self.acker.requeue(tag).await;
                 }
             }
             Err(error) => {
                 tracing::warn!(service, %error, "cannot publish the reply: the request will be redelivered");
-                self.requeue(tag).await;
+                self.acker.requeue(tag).await;
             }
         }
     }
@@ -1100,13 +1083,13 @@ impl Worker {
                 size = body.len(),
                 "event over the size limit: rejected"
             );
-            return self.reject(tag).await;
+            return self.acker.reject(tag).await;
         }
         let payload: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(error) => {
                 tracing::warn!(service, method, %error, "event body is not JSON: rejected");
-                return self.reject(tag).await;
+                return self.acker.reject(tag).await;
             }
         };
         let context = wire::context_from_headers(props.headers());
@@ -1117,12 +1100,12 @@ impl Worker {
             .handle_event(method, payload, Some(context))
             .await
         {
-            Err(e) if e.exc_type == "ServiceStopping" => self.requeue(tag).await,
+            Err(e) if e.exc_type == "ServiceStopping" => self.acker.requeue(tag).await,
             Err(error) => {
                 tracing::warn!(service, method, %error, "event handler failed");
-                self.ack(tag).await
+                self.acker.ack(tag)
             }
-            Ok(()) => self.ack(tag).await,
+            Ok(()) => self.acker.ack(tag),
         }
     }
 }

@@ -197,6 +197,15 @@ pub fn properties(
     properties_with_mode(2, headers, correlation_id, reply_to)
 }
 
+/// The delivery mode of a persistent (2) or transient (1) message.
+pub fn delivery_mode(persistent: bool) -> u8 {
+    if persistent {
+        2
+    } else {
+        1
+    }
+}
+
 /// Properties with delivery mode `mode`: 2 persistent, 1 transient.
 pub fn properties_with_mode(
     mode: u8,
