@@ -234,7 +234,7 @@ impl Client {
         if let Some((metrics, started)) = measured {
             let ended = ended.unwrap_or_else(crate::metrics::Instant::now);
             let error = result.as_ref().err().map(CallError::exc_type);
-            metrics.record(ended.saturating_duration_since(started), error);
+            metrics.record(ended.nanos_since(started), error);
         }
         result
     }

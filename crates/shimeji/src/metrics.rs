@@ -45,14 +45,32 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, RwLock, Weak};
-use std::time::Duration;
 
 pub use prometheus_client;
 
-/// The clock durations are measured with: the CPU's time stamp counter,
-/// calibrated, where it is reliable (a third of the cost of the system
-/// clock), the system's monotonic clock elsewhere.
-pub(crate) use quanta::Instant;
+/// The clock durations are measured with: the CPU's time stamp counter
+/// where it is reliable (12 ns a reading here against 37 ns for the system
+/// clock), the system's monotonic clock elsewhere. Readings stay raw
+/// counter values; only a difference is turned into nanoseconds.
+static CLOCK: LazyLock<quanta::Clock> = LazyLock::new(quanta::Clock::new);
+
+/// A raw reading of [`CLOCK`].
+#[derive(Clone, Copy)]
+pub(crate) struct Instant(u64);
+
+impl Instant {
+    pub(crate) fn now() -> Self {
+        Instant(CLOCK.raw())
+    }
+
+    /// Nanoseconds from `earlier` to this reading (0 if it is later).
+    pub(crate) fn nanos_since(self, earlier: Instant) -> u64 {
+        if self.0 <= earlier.0 {
+            return 0;
+        }
+        CLOCK.delta_as_nanos(earlier.0, self.0)
+    }
+}
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -168,8 +186,7 @@ impl Histogram {
         }
     }
 
-    fn observe(&self, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    fn observe(&self, nanos: u64) {
         let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
         let thread = thread_number();
         match self.shards.get(thread).filter(|_| thread < OWNED) {
@@ -275,8 +292,7 @@ impl Run<'_> {
     pub(crate) fn finish(self, error: Option<&str>) {
         let m = self.metrics;
         let ended = Instant::now();
-        m.duration
-            .observe(ended.saturating_duration_since(self.started));
+        m.duration.observe(ended.nanos_since(self.started));
         handover::set_end(ended);
         if let Some(exc_type) = error {
             m.errors.add(exc_type);
@@ -333,8 +349,8 @@ pub(crate) struct CallMetrics {
 }
 
 impl CallMetrics {
-    pub(crate) fn record(&self, elapsed: Duration, error: Option<&str>) {
-        self.duration.observe(elapsed);
+    pub(crate) fn record(&self, nanos: u64, error: Option<&str>) {
+        self.duration.observe(nanos);
         if let Some(exc_type) = error {
             self.errors.add(exc_type);
         }
@@ -661,7 +677,7 @@ mod tests {
                 let h = h.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        h.observe(Duration::from_micros(20));
+                        h.observe(20_000);
                     }
                 })
             })
@@ -681,9 +697,9 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative() {
         let h = Histogram::new();
-        h.observe(Duration::from_micros(3));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(60));
+        h.observe(3_000);
+        h.observe(3_000_000);
+        h.observe(60_000_000_000);
         assert_eq!(h.count(), 3);
         let mut registry = Registry::default();
         struct One(Arc<Histogram>);
