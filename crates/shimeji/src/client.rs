@@ -194,7 +194,6 @@ impl Client {
         let timeout = self.timeout.unwrap_or(bound.default_timeout);
         let measured = crate::metrics::is_enabled().then(|| {
             let started = crate::metrics::Instant::now();
-            crate::metrics::handover::hand_over(started);
             let handles = match site {
                 Some(site) => *site
                     .metrics
@@ -212,29 +211,28 @@ impl Client {
         let mut call = bound.transport.call(request);
         // A call that completes on its first poll (in-process, mostly) needs
         // no timer: arm the timeout only when the reply has to be waited for.
+        let first_poll = measured.map(|(_, started)| crate::metrics::handover::hand_over(started));
         let first = futures::poll!(&mut call);
-        let handed_back = match measured {
-            Some(_) => crate::metrics::handover::take_back(),
-            None => None,
-        };
-        let (result, ended) = match first {
-            std::task::Poll::Ready(result) => (result, handed_back),
-            std::task::Poll::Pending => {
-                let result = match tokio::time::timeout(timeout, call).await {
-                    Ok(result) => result,
-                    Err(_) => Err(CallError::Timeout {
-                        service: service.into_owned(),
-                        method: method.into_owned(),
-                        timeout,
-                    }),
-                };
-                (result, None)
-            }
+        // Whether the entrypoint that served the call inline timed it for us.
+        let timed_for_us = first_poll.is_some_and(|poll| poll.end());
+        let result = match first {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(CallError::Timeout {
+                    service: service.into_owned(),
+                    method: method.into_owned(),
+                    timeout,
+                }),
+            },
         };
         if let Some((metrics, started)) = measured {
-            let ended = ended.unwrap_or_else(crate::metrics::Instant::now);
             let error = result.as_ref().err().map(CallError::exc_type);
-            metrics.record(ended.nanos_since(started), error);
+            if timed_for_us {
+                metrics.record_inline(error);
+            } else {
+                metrics.record(crate::metrics::Instant::now().nanos_since(started), error);
+            }
         }
         result
     }

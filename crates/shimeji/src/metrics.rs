@@ -4,8 +4,12 @@
 //! `METRICS_ADDRESS` in the configuration (the runner then serves
 //! `/metrics`, `/health/live` and `/health/ready` there), or by calling
 //! [`enable`] and serving [`render`] yourself. Services started while it is
-//! on are measured; the cost per call is a few atomic additions on
-//! handles each service resolves once, when it starts.
+//! on are measured, on handles each service (and each method of a
+//! generated client) resolves once. A run costs two readings of the CPU's
+//! time stamp counter and one histogram observation: two plain stores into
+//! the running thread's own shard. An in-process call served within its
+//! caller's poll is observed once for both the entrypoint and the client
+//! series (see `handover` in the source).
 //!
 //! | metric | labels | what |
 //! |---|---|---|
@@ -208,35 +212,56 @@ impl Histogram {
         }
     }
 
-    fn bucket_counts(&self) -> [u64; 18] {
-        let mut counts = [0u64; 18];
+    /// The shards summed.
+    fn snapshot(&self) -> Snapshot {
+        let mut total = Snapshot::default();
         for shard in self.shards.iter() {
-            for (total, n) in counts.iter_mut().zip(&shard.counts) {
-                *total += n.load(Ordering::Relaxed);
+            for (sum, n) in total.counts.iter_mut().zip(&shard.counts) {
+                *sum += n.load(Ordering::Relaxed);
             }
+            total.sum_nanos = total
+                .sum_nanos
+                .wrapping_add(shard.sum_nanos.load(Ordering::Relaxed));
         }
-        counts
+        total
+    }
+}
+
+/// A histogram's values at one moment (or several histograms' added up).
+#[derive(Default)]
+struct Snapshot {
+    /// Per bucket, not cumulative; the last is `+Inf`.
+    counts: [u64; 18],
+    sum_nanos: u64,
+}
+
+impl Snapshot {
+    fn of(parts: &[&Histogram]) -> Self {
+        let mut total = Snapshot::default();
+        for part in parts {
+            let s = part.snapshot();
+            for (t, n) in total.counts.iter_mut().zip(s.counts) {
+                *t += n;
+            }
+            total.sum_nanos = total.sum_nanos.wrapping_add(s.sum_nanos);
+        }
+        total
     }
 
     fn count(&self) -> u64 {
-        self.bucket_counts().iter().sum()
+        self.counts.iter().sum()
     }
 
     fn encode(&self, encoder: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
         // Per bucket; the encoder makes them cumulative (`f64::MAX` is `+Inf`).
         let buckets: Vec<(f64, u64)> = self
-            .bucket_counts()
+            .counts
             .iter()
             .enumerate()
             .map(|(i, n)| (BUCKETS.get(i).copied().unwrap_or(f64::MAX), *n))
             .collect();
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum: u64 = self
-            .shards
-            .iter()
-            .map(|s| s.sum_nanos.load(Ordering::Relaxed))
-            .sum();
-        encoder.encode_histogram::<NoLabelSet>(sum as f64 / 1e9, count, &buckets, None)
+        let sum = self.sum_nanos as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, self.count(), &buckets, None)
     }
 }
 
@@ -265,6 +290,10 @@ pub(crate) struct EntrypointMetrics {
     /// `(source, event_type)` for an event handler.
     event: Option<(&'static str, &'static str)>,
     duration: Histogram,
+    /// Runs served inline for a measuring client of this process (see
+    /// [`handover`]): observed once, they count in this entrypoint's series
+    /// and in the client series of `service.entrypoint` alike.
+    inline: Histogram,
     errors: Errors,
 }
 
@@ -272,18 +301,29 @@ pub(crate) struct EntrypointMetrics {
 pub(crate) struct Run<'a> {
     metrics: &'a EntrypointMetrics,
     started: Instant,
+    /// The client call that handed its start over, if one did.
+    caller: Option<handover::Token>,
 }
 
 impl EntrypointMetrics {
     pub(crate) fn start(&self) -> Run<'_> {
+        let (started, caller) = match handover::take_start() {
+            Some((started, token)) => (started, Some(token)),
+            None => (Instant::now(), None),
+        };
         Run {
             metrics: self,
-            started: handover::take_start().unwrap_or_else(Instant::now),
+            started,
+            caller,
         }
     }
 
     pub(crate) fn entrypoint(&self) -> &'static str {
         self.entrypoint
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::of(&[&self.duration, &self.inline])
     }
 }
 
@@ -291,52 +331,106 @@ impl Run<'_> {
     /// Records the run's time and outcome: `None` for ok, else the error type.
     pub(crate) fn finish(self, error: Option<&str>) {
         let m = self.metrics;
-        let ended = Instant::now();
-        m.duration.observe(ended.nanos_since(self.started));
-        handover::set_end(ended);
+        let nanos = Instant::now().nanos_since(self.started);
+        match self.caller {
+            // Still inside the caller's first poll: the caller counts the
+            // call through this observation instead of making its own.
+            Some(caller) if handover::recorded_for(caller) => m.inline.observe(nanos),
+            _ => m.duration.observe(nanos),
+        }
         if let Some(exc_type) = error {
             m.errors.add(exc_type);
         }
     }
 }
 
-/// Clock readings shared between a client measuring a call and the
-/// entrypoint that serves it inline, on the same thread, within the same
-/// poll (in-process calls): the entrypoint's run starts at the client's
-/// reading and the call ends at the entrypoint's. Half the clock reads, and
-/// both measure the same interval to within the dispatch in between (tens
-/// of nanoseconds). Anything else (another thread, a later poll, a remote
-/// transport) reads the clock itself.
+/// How an in-process call is measured once instead of twice. A client
+/// hands its start reading over before the first poll of its call; an
+/// entrypoint that runs within that poll, on the same thread, starts its run
+/// at that reading, and if it also finishes within that poll it records the
+/// run in its `inline` histogram, which the scrape adds to the client series
+/// of the same `service.method` too, and tells the client so. Both series
+/// then hold the same interval (the client's start to the entrypoint's end)
+/// for the price of two clock readings and one observation. Anything else
+/// (another thread, a later poll, a remote transport) is measured on each
+/// side by itself.
 pub(crate) mod handover {
     use super::Instant;
     use std::cell::Cell;
 
+    /// One client call's first poll, unique in the process.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct Token(u64);
+
     thread_local! {
+        /// The start reading the polling client offers.
         static START: Cell<Option<Instant>> = const { Cell::new(None) };
-        static END: Cell<Option<Instant>> = const { Cell::new(None) };
+        /// The client call whose first poll runs on this thread now (0: none).
+        static POLLING: Cell<u64> = const { Cell::new(0) };
+        /// Whether an entrypoint recorded that call for its client.
+        static RECORDED: Cell<bool> = const { Cell::new(false) };
+        /// The last token this thread gave.
+        static LAST: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// A client's first poll, from [`hand_over`] until dropped; calls
+    /// nest (a client called inside an entrypoint that runs inline).
+    pub(crate) struct FirstPoll {
+        outer: u64,
+        outer_recorded: bool,
     }
 
     /// A client hands its start over before the first poll of its call.
-    pub(crate) fn hand_over(started: Instant) {
+    pub(crate) fn hand_over(started: Instant) -> FirstPoll {
+        let token = LAST
+            .try_with(|last| {
+                // The thread's number in the high bits: unique across threads.
+                let next = match last.get() {
+                    0 => ((super::thread_number() as u64) << 40) + 1,
+                    n => n + 1,
+                };
+                last.set(next);
+                next
+            })
+            .unwrap_or(0);
         let _ = START.try_with(|s| s.set(Some(started)));
-        let _ = END.try_with(|e| e.set(None));
+        FirstPoll {
+            outer: POLLING.try_with(|p| p.replace(token)).unwrap_or(0),
+            outer_recorded: RECORDED.try_with(|r| r.replace(false)).unwrap_or(false),
+        }
     }
 
-    /// The entrypoint takes the start, if its caller handed one over.
-    pub(crate) fn take_start() -> Option<Instant> {
-        START.try_with(Cell::take).ok().flatten()
+    /// The entrypoint takes the start, if a polling caller offers one.
+    pub(crate) fn take_start() -> Option<(Instant, Token)> {
+        let started = START.try_with(Cell::take).ok().flatten()?;
+        let token = POLLING.try_with(Cell::get).ok().filter(|t| *t != 0)?;
+        Some((started, Token(token)))
     }
 
-    /// The entrypoint leaves its end for the caller.
-    pub(crate) fn set_end(ended: Instant) {
-        let _ = END.try_with(|e| e.set(Some(ended)));
+    /// At the end of a run started with `caller`'s reading: true (and the
+    /// caller is told) if `caller` is still in its first poll on this thread.
+    pub(crate) fn recorded_for(caller: Token) -> bool {
+        let polling = POLLING.try_with(Cell::get).is_ok_and(|t| t == caller.0);
+        if polling {
+            let _ = RECORDED.try_with(|r| r.set(true));
+        }
+        polling
     }
 
-    /// After the first poll: clears the start, and returns the end an
-    /// entrypoint left during that poll, if any.
-    pub(crate) fn take_back() -> Option<Instant> {
-        let _ = START.try_with(|s| s.set(None));
-        END.try_with(Cell::take).ok().flatten()
+    impl FirstPoll {
+        /// After the first poll: whether an entrypoint recorded the call.
+        pub(crate) fn end(self) -> bool {
+            RECORDED.try_with(Cell::get).unwrap_or(false)
+            // `drop` puts the outer call's state back.
+        }
+    }
+
+    impl Drop for FirstPoll {
+        fn drop(&mut self) {
+            let _ = START.try_with(|s| s.set(None));
+            let _ = POLLING.try_with(|p| p.set(self.outer));
+            let _ = RECORDED.try_with(|r| r.set(self.outer_recorded));
+        }
     }
 }
 
@@ -349,8 +443,14 @@ pub(crate) struct CallMetrics {
 }
 
 impl CallMetrics {
+    /// A call the client timed itself.
     pub(crate) fn record(&self, nanos: u64, error: Option<&str>) {
         self.duration.observe(nanos);
+        self.record_inline(error);
+    }
+
+    /// A call whose time the entrypoint recorded for both (see [`handover`]).
+    pub(crate) fn record_inline(&self, error: Option<&str>) {
         if let Some(exc_type) = error {
             self.errors.add(exc_type);
         }
@@ -410,6 +510,7 @@ pub(crate) fn entrypoint(
         entrypoint,
         event,
         duration: Histogram::new(),
+        inline: Histogram::new(),
         errors: Errors::default(),
     });
     all.push(created.clone());
@@ -482,7 +583,7 @@ pub(crate) fn reconnected(transport: &'static str) {
 }
 
 /// Runs by outcome: `ok` (every run but the failed ones), then each error type.
-fn outcomes(duration: &Histogram, errors: &Errors) -> Vec<(String, u64)> {
+fn outcomes(duration: &Snapshot, errors: &Errors) -> Vec<(String, u64)> {
     let errors = errors.snapshot();
     let failed: u64 = errors.iter().map(|(_, n)| n).sum();
     let ok = duration.count().saturating_sub(failed);
@@ -507,6 +608,7 @@ impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let g = global();
         let entrypoints = lock(&g.entrypoints).clone();
+        let runs: Vec<Snapshot> = entrypoints.iter().map(|m| m.snapshot()).collect();
 
         let mut e = encoder.encode_descriptor(
             "shimeji_entrypoint_calls",
@@ -514,8 +616,8 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Counter,
         )?;
-        for m in &entrypoints {
-            for (outcome, n) in outcomes(&m.duration, &m.errors) {
+        for (m, runs) in entrypoints.iter().zip(&runs) {
+            for (outcome, n) in outcomes(runs, &m.errors) {
                 let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service),
@@ -532,9 +634,9 @@ impl prometheus_client::collector::Collector for Collector {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for m in &entrypoints {
+        for (m, runs) in entrypoints.iter().zip(&runs) {
             let labels = [("service", m.service), ("entrypoint", m.entrypoint)];
-            m.duration.encode(&mut e.encode_family(&labels)?)?;
+            runs.encode(&mut e.encode_family(&labels)?)?;
         }
 
         let mut e = encoder.encode_descriptor(
@@ -543,11 +645,11 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Counter,
         )?;
-        for m in &entrypoints {
+        for (m, runs) in entrypoints.iter().zip(&runs) {
             let Some((source, event_type)) = m.event else {
                 continue;
             };
-            for (outcome, n) in outcomes(&m.duration, &m.errors) {
+            for (outcome, n) in outcomes(runs, &m.errors) {
                 let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service),
@@ -602,14 +704,28 @@ impl prometheus_client::collector::Collector for Collector {
             .values()
             .copied()
             .collect();
+        // A client's calls: those it timed, and those the entrypoint it
+        // called timed for it (in-process calls served inline).
+        let timed: Vec<Snapshot> = calls
+            .iter()
+            .map(|c| {
+                let served = entrypoints
+                    .iter()
+                    .find(|m| m.service == c.service && m.entrypoint == c.method);
+                match served {
+                    Some(m) => Snapshot::of(&[&c.duration, &m.inline]),
+                    None => c.duration.snapshot(),
+                }
+            })
+            .collect();
         let mut e = encoder.encode_descriptor(
             "shimeji_client_calls",
             "Calls made by clients of this process, by outcome",
             None,
             MetricType::Counter,
         )?;
-        for m in &calls {
-            for (outcome, n) in outcomes(&m.duration, &m.errors) {
+        for (m, timed) in calls.iter().zip(&timed) {
+            for (outcome, n) in outcomes(timed, &m.errors) {
                 let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service.as_ref()),
@@ -625,12 +741,12 @@ impl prometheus_client::collector::Collector for Collector {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for m in &calls {
+        for (m, timed) in calls.iter().zip(&timed) {
             let labels = [
                 ("service", m.service.as_ref()),
                 ("method", m.method.as_ref()),
             ];
-            m.duration.encode(&mut e.encode_family(&labels)?)?;
+            timed.encode(&mut e.encode_family(&labels)?)?;
         }
 
         let mut e = encoder.encode_descriptor(
@@ -685,13 +801,36 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(h.count(), 2 * OWNED as u64 * 1000);
-        let sum: u64 = h
-            .shards
-            .iter()
-            .map(|s| s.sum_nanos.load(Ordering::Relaxed))
-            .sum();
-        assert_eq!(sum, 2 * OWNED as u64 * 1000 * 20_000);
+        let s = h.snapshot();
+        assert_eq!(s.count(), 2 * OWNED as u64 * 1000);
+        assert_eq!(s.sum_nanos, 2 * OWNED as u64 * 1000 * 20_000);
+    }
+
+    #[test]
+    fn an_entrypoint_records_for_its_caller_only_within_the_callers_first_poll() {
+        let start = Instant::now();
+        // A client polls its call; the entrypoint runs inline.
+        let outer = handover::hand_over(start);
+        let (_, outer_token) = handover::take_start().expect("start offered");
+        assert!(handover::take_start().is_none(), "taken once");
+        // That entrypoint calls another service, served inline too.
+        let inner = handover::hand_over(start);
+        let (_, inner_token) = handover::take_start().expect("start offered");
+        assert!(handover::recorded_for(inner_token));
+        assert!(inner.end(), "the inner client is told");
+        // A third call whose entrypoint waits: its first poll ends first.
+        let waiting = handover::hand_over(start);
+        let (_, waiting_token) = handover::take_start().expect("start offered");
+        assert!(!waiting.end(), "nothing recorded during the poll");
+        assert!(
+            !handover::recorded_for(waiting_token),
+            "finishing later, it records for itself"
+        );
+        // Back in the outer entrypoint, still in its caller's first poll.
+        assert!(handover::recorded_for(outer_token));
+        assert!(outer.end());
+        assert!(!handover::recorded_for(outer_token), "that poll is over");
+        assert!(handover::take_start().is_none(), "nothing offered now");
     }
 
     #[test]
@@ -700,7 +839,7 @@ mod tests {
         h.observe(3_000);
         h.observe(3_000_000);
         h.observe(60_000_000_000);
-        assert_eq!(h.count(), 3);
+        assert_eq!(h.snapshot().count(), 3);
         let mut registry = Registry::default();
         struct One(Arc<Histogram>);
         impl std::fmt::Debug for One {
@@ -716,7 +855,7 @@ mod tests {
                     Some(&Unit::Seconds),
                     MetricType::Histogram,
                 )?;
-                self.0.encode(&mut e)
+                self.0.snapshot().encode(&mut e)
             }
         }
         let h = Arc::new(h);

@@ -208,6 +208,90 @@ impl Metered {
     async fn on_bought(&self, _payload: Value) {}
 }
 
+#[derive(Default, Dependencies)]
+struct Outer {
+    inner: InnerClient,
+}
+
+#[service(name = "obs_outer")]
+impl Outer {
+    /// Calls `obs_inner.echo` (it answers at once) and `obs_inner.nap`
+    /// (it waits): the first is served within the caller's poll, the
+    /// second, and this run with it, finish later.
+    #[rpc]
+    async fn relay(&self, n: u64) -> Result<u64, CallError> {
+        Ok(self.inner.echo(n).await? + self.inner.nap(n).await?)
+    }
+}
+
+#[derive(Default)]
+struct Inner;
+
+#[service(name = "obs_inner")]
+impl Inner {
+    #[rpc]
+    async fn echo(&self, n: u64) -> u64 {
+        n
+    }
+
+    #[rpc]
+    async fn nap(&self, n: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        n
+    }
+}
+
+#[tokio::test]
+async fn every_in_process_call_counts_once_on_each_side() {
+    let config = Config::new().set("METRICS_ADDRESS", "127.0.0.1:0");
+    let running = ServiceRunner::with_config(config)
+        .service(Outer::default())
+        .service(Inner)
+        .start()
+        .await
+        .unwrap();
+    let outer: OuterClient = running.client();
+    let inner: InnerClient = running.client();
+    for n in 0..5 {
+        assert_eq!(outer.relay(n).await.unwrap(), 2 * n);
+        assert_eq!(inner.echo(n).await.unwrap(), n);
+    }
+    for n in 0..2 {
+        assert_eq!(inner.nap(n).await.unwrap(), n);
+    }
+    let text = shimeji::metrics::render();
+    for (service, method, calls) in [
+        ("obs_outer", "relay", 5.0),
+        ("obs_inner", "echo", 10.0),
+        ("obs_inner", "nap", 7.0),
+    ] {
+        let ep = format!(r#"service="{service}",entrypoint="{method}""#);
+        let cl = format!(r#"service="{service}",method="{method}""#);
+        for series in [
+            format!(r#"shimeji_entrypoint_calls_total{{{ep},outcome="ok"}}"#),
+            format!("shimeji_entrypoint_duration_seconds_count{{{ep}}}"),
+            format!(r#"shimeji_client_calls_total{{{cl},outcome="ok"}}"#),
+            format!("shimeji_client_call_duration_seconds_count{{{cl}}}"),
+        ] {
+            assert_eq!(sample(&text, &series), calls, "{series}");
+        }
+        // A call takes its caller at least as long as its run.
+        let run = sample(
+            &text,
+            &format!("shimeji_entrypoint_duration_seconds_sum{{{ep}}}"),
+        );
+        let call = sample(
+            &text,
+            &format!("shimeji_client_call_duration_seconds_sum{{{cl}}}"),
+        );
+        assert!(
+            run > 0.0 && call >= run,
+            "{method}: run {run} s, call {call} s"
+        );
+    }
+    running.stop().await;
+}
+
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url).await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
