@@ -387,7 +387,7 @@ pub(crate) mod handover {
                 // The thread's number in the high bits: unique across threads.
                 let next = match last.get() {
                     0 => ((super::thread_number() as u64) << 40) + 1,
-                    n => n + 1,
+                    n => n.wrapping_add(1),
                 };
                 last.set(next);
                 next
