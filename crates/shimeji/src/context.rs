@@ -83,7 +83,10 @@ impl fmt::Display for CallId {
     }
 }
 
-fn new_uuid() -> Uuid {
+/// A random (version 4) UUID from the thread's fast generator: ids that
+/// must be unique, not secret (call ids, correlation ids, request ids).
+/// `Uuid::new_v4` would ask the kernel for randomness on every call.
+pub(crate) fn new_uuid() -> Uuid {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid()
 }
 

@@ -83,7 +83,7 @@ pub(crate) fn edge_context(headers: &HeaderMap) -> (crate::WorkerContext, Header
         })
         .cloned();
     let request_id = given.unwrap_or_else(|| {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = crate::context::new_uuid().simple().to_string();
         HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
     });
     let id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();

@@ -148,7 +148,7 @@ fn result_frame(correlation_id: &Value, outcome: Result<Value, RemoteError>) -> 
 }
 
 async fn run_socket(socket: WebSocket, state: Arc<WsState>) {
-    let socket_id = uuid::Uuid::new_v4().to_string();
+    let socket_id = crate::context::new_uuid().to_string();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     state.hub.register(&socket_id, tx.clone());
     let (mut sink, mut stream) = socket.split();

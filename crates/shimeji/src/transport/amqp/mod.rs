@@ -745,7 +745,7 @@ impl Transport for AmqpTransport {
                 .into_request_json()
                 .and_then(|v| serde_json::to_vec(&v))
                 .map_err(|e| CallError::Encode(e.to_string()))?;
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = crate::context::new_uuid().to_string();
             let (tx, reply) = oneshot::channel();
             lock(&self.inner.pending).insert(id.clone(), tx);
             let _guard = PendingGuard {
