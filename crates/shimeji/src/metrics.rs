@@ -15,7 +15,8 @@
 //! |---|---|---|
 //! | `shimeji_entrypoint_calls_total` | service, entrypoint, outcome | runs by outcome: `ok`, or the error's type |
 //! | `shimeji_entrypoint_duration_seconds` | service, entrypoint | run time histogram |
-//! | `shimeji_workers_busy` | service | work in flight: workers running now, all instances |
+//! | `shimeji_entrypoint_in_flight` | service, entrypoint | runs in progress now, all instances |
+//! | `shimeji_workers_busy` | service | workers running now, all instances |
 //! | `shimeji_workers_max` | service | `max_workers`, all instances |
 //! | `shimeji_workers_waiting` | service | work waiting for a free worker (saturation) |
 //! | `shimeji_client_calls_total` | service, method, outcome | calls made by clients in this process |
@@ -24,9 +25,10 @@
 //! | `shimeji_events_handled_total` | service, handler, source, event_type, outcome | event handler runs |
 //! | `shimeji_transport_reconnects_total` | transport | reconnections after a broker loss |
 //!
-//! Work in flight is counted per service (`shimeji_workers_busy`), read
-//! from the worker limit when scraped: counting it per entrypoint would cost
-//! every run one more atomic operation.
+//! Saturation is per service, as `max_workers` is: `shimeji_workers_busy`
+//! against `shimeji_workers_max`, and `shimeji_workers_waiting` above zero
+//! when work queues for a worker. A run dropped before it finished (an
+//! in-process caller that timed out, say) counts with outcome `Cancelled`.
 //!
 //! Your own metrics join the same scrape through [`registry`]:
 //!
@@ -148,6 +150,21 @@ struct Shard {
     /// One per bucket, and the last for `+Inf`.
     counts: [AtomicU64; 18],
     sum_nanos: AtomicU64,
+    /// Runs begun (entrypoints only): in flight is begun − observed.
+    begun: AtomicU64,
+}
+
+/// Adds `n` to a shard's counter: a plain store when this thread owns the
+/// shard (it is the only writer), an atomic addition on the shared one.
+fn add(counter: &AtomicU64, n: u64, owned: bool) {
+    if owned {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    } else {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 thread_local! {
@@ -185,31 +202,32 @@ impl Histogram {
                 .map(|_| Shard {
                     counts: std::array::from_fn(|_| AtomicU64::new(0)),
                     sum_nanos: AtomicU64::new(0),
+                    begun: AtomicU64::new(0),
                 })
                 .collect(),
         }
     }
 
-    fn observe(&self, nanos: u64) {
-        let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
+    /// The running thread's shard, and whether the thread owns it.
+    fn shard(&self) -> (&Shard, bool) {
         let thread = thread_number();
         match self.shards.get(thread).filter(|_| thread < OWNED) {
-            Some(own) => {
-                // This thread is the shard's only writer.
-                let count = &own.counts[bucket];
-                count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                let sum = &own.sum_nanos;
-                sum.store(
-                    sum.load(Ordering::Relaxed).wrapping_add(nanos),
-                    Ordering::Relaxed,
-                );
-            }
-            None => {
-                let shared = &self.shards[OWNED];
-                shared.counts[bucket].fetch_add(1, Ordering::Relaxed);
-                shared.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-            }
+            Some(own) => (own, true),
+            None => (&self.shards[OWNED], false),
         }
+    }
+
+    fn observe(&self, nanos: u64) {
+        let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
+        let (shard, owned) = self.shard();
+        add(&shard.counts[bucket], 1, owned);
+        add(&shard.sum_nanos, nanos, owned);
+    }
+
+    /// Counts a run begun (observed when it ends).
+    fn begin(&self) {
+        let (shard, owned) = self.shard();
+        add(&shard.begun, 1, owned);
     }
 
     /// The shards summed.
@@ -222,6 +240,9 @@ impl Histogram {
             total.sum_nanos = total
                 .sum_nanos
                 .wrapping_add(shard.sum_nanos.load(Ordering::Relaxed));
+            total.begun = total
+                .begun
+                .wrapping_add(shard.begun.load(Ordering::Relaxed));
         }
         total
     }
@@ -233,6 +254,7 @@ struct Snapshot {
     /// Per bucket, not cumulative; the last is `+Inf`.
     counts: [u64; 18],
     sum_nanos: u64,
+    begun: u64,
 }
 
 impl Snapshot {
@@ -244,12 +266,20 @@ impl Snapshot {
                 *t += n;
             }
             total.sum_nanos = total.sum_nanos.wrapping_add(s.sum_nanos);
+            total.begun = total.begun.wrapping_add(s.begun);
         }
         total
     }
 
     fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    /// Runs begun and not yet observed. (Shards are read one after
+    /// another, so a scrape can see an end before its beginning: never
+    /// below zero.)
+    fn in_flight(&self) -> u64 {
+        self.begun.saturating_sub(self.count())
     }
 
     fn encode(&self, encoder: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
@@ -307,6 +337,7 @@ pub(crate) struct Run<'a> {
 
 impl EntrypointMetrics {
     pub(crate) fn start(&self) -> Run<'_> {
+        self.duration.begin();
         let (started, caller) = match handover::take_start() {
             Some((started, token)) => (started, Some(token)),
             None => (Instant::now(), None),
@@ -327,9 +358,19 @@ impl EntrypointMetrics {
     }
 }
 
+/// The outcome of a run dropped before it finished (its caller went away:
+/// an in-process call that timed out, say).
+pub(crate) const CANCELLED: &str = "Cancelled";
+
 impl Run<'_> {
     /// Records the run's time and outcome: `None` for ok, else the error type.
     pub(crate) fn finish(self, error: Option<&str>) {
+        self.record(error);
+        // Recorded: nothing left for `drop` (a `Run` owns nothing).
+        std::mem::forget(self);
+    }
+
+    fn record(&self, error: Option<&str>) {
         let m = self.metrics;
         let nanos = Instant::now().nanos_since(self.started);
         match self.caller {
@@ -341,6 +382,12 @@ impl Run<'_> {
         if let Some(exc_type) = error {
             m.errors.add(exc_type);
         }
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        self.record(Some(CANCELLED));
     }
 }
 
@@ -637,6 +684,18 @@ impl prometheus_client::collector::Collector for Collector {
         for (m, runs) in entrypoints.iter().zip(&runs) {
             let labels = [("service", m.service), ("entrypoint", m.entrypoint)];
             runs.encode(&mut e.encode_family(&labels)?)?;
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_entrypoint_in_flight",
+            "Entrypoint runs in progress now, all instances",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (m, runs) in entrypoints.iter().zip(&runs) {
+            let labels = [("service", m.service), ("entrypoint", m.entrypoint)];
+            let n = i64::try_from(runs.in_flight()).unwrap_or(i64::MAX);
+            gauge(&mut e.encode_family(&labels)?, n)?;
         }
 
         let mut e = encoder.encode_descriptor(

@@ -435,6 +435,61 @@ impl Slow {
     }
 }
 
+#[derive(Default)]
+struct Sleepy;
+
+#[service(name = "obs_sleepy")]
+impl Sleepy {
+    #[rpc]
+    async fn nap(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+}
+
+#[tokio::test]
+async fn runs_in_flight_are_gauged_and_abandoned_ones_counted_cancelled() {
+    let config = Config::new().set("METRICS_ADDRESS", "127.0.0.1:0");
+    let running = ServiceRunner::with_config(config)
+        .service(Sleepy)
+        .start()
+        .await
+        .unwrap();
+    let ep = r#"service="obs_sleepy",entrypoint="nap""#;
+    let in_flight = format!("shimeji_entrypoint_in_flight{{{ep}}}");
+    let cancelled = format!(r#"shimeji_entrypoint_calls_total{{{ep},outcome="Cancelled"}}"#);
+    let client: SleepyClient = running.client();
+    let naps: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.nap(400).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(sample(&shimeji::metrics::render(), &in_flight), 3.0);
+    for nap in naps {
+        assert_eq!(nap.await.unwrap().unwrap(), 400);
+    }
+    let text = shimeji::metrics::render();
+    assert_eq!(sample(&text, &in_flight), 0.0);
+
+    // An in-process caller that gives up drops the run it was running.
+    let impatient = client.with_timeout(Duration::from_millis(50));
+    let err = impatient.nap(2_000).await.unwrap_err();
+    assert!(matches!(err, CallError::Timeout { .. }), "{err:?}");
+    let text = shimeji::metrics::render();
+    assert_eq!(sample(&text, &in_flight), 0.0, "{text}");
+    assert_eq!(sample(&text, &cancelled), 1.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("shimeji_entrypoint_duration_seconds_count{{{ep}}}")
+        ),
+        4.0
+    );
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn ready_while_serving_not_while_draining() {
     let config = Config::new().set("METRICS_ADDRESS", "127.0.0.1:0");
