@@ -10,10 +10,12 @@
 //! subscriber at INFO (what `--log-format json` installs; lines go to a
 //! sink), Prometheus metrics recorded for entrypoints and clients, and the
 //! trace context (always carried; it is in both columns). Each round starts
-//! both sides' services, each on its own runtime, and takes `BATCHES`
-//! batches of calls from each in turn (off, on, off, on, …) so that the
-//! machine's noise hits both alike; every figure is the median of all
-//! batches. The AMQP part needs the local broker
+//! both sides' services and takes `BATCHES` batches of calls from each in
+//! turn (off, on, off, on, …) so that the machine's noise hits both alike;
+//! every figure is the median of all batches. In memory both sides share
+//! one runtime (the "on" side's tasks log through the JSON subscriber); over
+//! AMQP, where service workers run in tasks of their own, each side has its
+//! own runtime, the "on" one logging from every thread. The AMQP part needs the local broker
 //! (`AMQP_URI`, default `amqp://guest:guest@127.0.0.1:5672`).
 
 use shimeji::logging::LogFormat;
@@ -22,7 +24,8 @@ use tokio::runtime::Runtime;
 
 mod common;
 
-use common::{concurrent, env_usize, median, sequential, Greeter, GreeterClient};
+use common::{concurrent_logged, env_usize, median, sequential, Greeter, GreeterClient};
+use tracing::instrument::WithSubscriber;
 
 #[derive(Clone, Copy, Default)]
 struct Pair {
@@ -40,24 +43,38 @@ async fn start(config: Config) -> (RunningServices, GreeterClient) {
     (running, greeter)
 }
 
-/// One batch: `calls` one at a time, then `calls64` with 64 in flight.
-async fn batch(greeter: GreeterClient, calls: usize, calls64: usize) -> Pair {
-    let (seq, _, _) = sequential(calls, || async {
+/// One batch: `calls` one at a time, then `calls64` with 64 in flight;
+/// every calling task logs through `logs` when given.
+async fn batch(
+    greeter: GreeterClient,
+    calls: usize,
+    calls64: usize,
+    logs: Option<tracing::Dispatch>,
+) -> Pair {
+    let one_at_a_time = sequential(calls, || async {
         std::hint::black_box(greeter.hello("Ada".into()).await.expect("call failed"));
-    })
-    .await;
-    let c64 = concurrent(calls64, greeter.clone(), |g: GreeterClient| async move {
-        std::hint::black_box(g.hello("Ada".into()).await.expect("call failed"));
-        g
-    })
+    });
+    let (seq, _, _) = match &logs {
+        Some(logs) => one_at_a_time.with_subscriber(logs.clone()).await,
+        None => one_at_a_time.await,
+    };
+    let c64 = concurrent_logged(
+        calls64,
+        greeter.clone(),
+        |g: GreeterClient| async move {
+            std::hint::black_box(g.hello("Ada".into()).await.expect("call failed"));
+            g
+        },
+        logs,
+    )
     .await;
     Pair { seq, c64 }
 }
 
-/// Both sides of one transport: services started on their own runtime
-/// (metrics on for the "on" side only), then batches taken in turn, off
-/// then on, so that the machine's noise hits both alike. Every batch runs on
-/// a runtime worker thread, where the runtime's log subscriber is.
+/// Both sides of one transport: services started (metrics on for the "on"
+/// side only), then batches taken in turn, off then on, so that the
+/// machine's noise hits both alike. Every batch runs on a runtime worker
+/// thread, where the runtime's log subscriber is, if it has one.
 struct Sides {
     off: (RunningServices, GreeterClient),
     on: (RunningServices, GreeterClient),
@@ -78,15 +95,17 @@ impl Sides {
         &self,
         rts: (&Runtime, &Runtime),
         metrics: bool,
+        task_logs: Option<&tracing::Dispatch>,
         n: usize,
         calls: usize,
         calls64: usize,
         out: (&mut Vec<Pair>, &mut Vec<Pair>),
     ) {
-        let run = |rt: &Runtime, greeter: &GreeterClient| {
+        let run = |rt: &Runtime, greeter: &GreeterClient, logs: Option<&tracing::Dispatch>| {
             let greeter = greeter.clone();
+            let logs = logs.cloned();
             rt.block_on(async move {
-                tokio::spawn(batch(greeter, calls, calls64))
+                tokio::spawn(batch(greeter, calls, calls64, logs))
                     .await
                     .expect("bench task")
             })
@@ -94,11 +113,11 @@ impl Sides {
         for _ in 0..n {
             // Clients record when recording is on: switch it per side.
             shimeji::metrics::disable();
-            out.0.push(run(rts.0, &self.off.1));
+            out.0.push(run(rts.0, &self.off.1, None));
             if metrics {
                 shimeji::metrics::enable();
             }
-            out.1.push(run(rts.1, &self.on.1));
+            out.1.push(run(rts.1, &self.on.1, task_logs));
         }
     }
 
@@ -148,31 +167,36 @@ fn main() {
     // see what each costs.
     let logs = env_usize("ON_LOGS", 1) == 1;
     let metrics = env_usize("ON_METRICS", 1) == 1;
-    let json =
-        shimeji::logging::subscriber("info", LogFormat::Json, std::io::sink).expect("log filter");
+    let json = tracing::Dispatch::new(
+        shimeji::logging::subscriber("info", LogFormat::Json, std::io::sink).expect("log filter"),
+    );
+    let on_logs = logs.then_some(&json);
     let off_rt = runtime(None);
-    let on_rt = runtime(logs.then(|| tracing::Dispatch::new(json)));
+    let on_rt = runtime(on_logs.cloned());
 
     let (mut mem_off, mut mem_on, mut amqp_off, mut amqp_on) = (vec![], vec![], vec![], vec![]);
     let rts = (&off_rt, &on_rt);
     let batches = env_usize("BATCHES", if quick { 1 } else { 10 });
     for round in 1..=rounds {
-        let sides = Sides::start(&off_rt, &on_rt, Config::new(), metrics);
+        // In memory a call runs in its caller's task: one runtime for both.
+        let sides = Sides::start(&off_rt, &off_rt, Config::new(), metrics);
         sides.batches(
-            rts,
+            (&off_rt, &off_rt),
             metrics,
+            on_logs,
             batches,
             calls / batches,
             calls64 / batches,
             (&mut mem_off, &mut mem_on),
         );
-        sides.stop(&off_rt, &on_rt);
+        sides.stop(&off_rt, &off_rt);
         if amqp {
             let config = Config::new().set("AMQP_URI", uri.clone());
             let sides = Sides::start(&off_rt, &on_rt, config, metrics);
             sides.batches(
                 rts,
                 metrics,
+                None,
                 batches,
                 amqp_calls / batches,
                 amqp_calls64 / batches,

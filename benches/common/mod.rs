@@ -88,17 +88,38 @@ where
     F: Fn(S) -> Fut + Copy + Send + 'static,
     Fut: std::future::Future<Output = S> + Send,
 {
+    concurrent_logged(calls, state, call, None).await
+}
+
+/// [`concurrent`], each task logging through `logs` (its tracing
+/// dispatcher for its whole life) when given.
+pub async fn concurrent_logged<S, F, Fut>(
+    calls: usize,
+    state: S,
+    call: F,
+    logs: Option<tracing::Dispatch>,
+) -> f64
+where
+    S: Clone + Send + 'static,
+    F: Fn(S) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = S> + Send,
+{
+    use tracing::instrument::WithSubscriber;
     let run = |n: usize| {
         let counter = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..64)
             .map(|_| {
                 let counter = counter.clone();
                 let mut state = state.clone();
-                tokio::spawn(async move {
+                let task = async move {
                     while counter.fetch_add(1, Ordering::Relaxed) < n {
                         state = call(state).await;
                     }
-                })
+                };
+                match &logs {
+                    Some(logs) => tokio::spawn(task.with_subscriber(logs.clone())),
+                    None => tokio::spawn(task),
+                }
             })
             .collect();
         async move {
