@@ -96,9 +96,7 @@ impl Sides {
         rts: (&Runtime, &Runtime),
         metrics: bool,
         task_logs: Option<&tracing::Dispatch>,
-        n: usize,
-        calls: usize,
-        calls64: usize,
+        (n, calls, calls64): (usize, usize, usize),
         out: (&mut Vec<Pair>, &mut Vec<Pair>),
     ) {
         let run = |rt: &Runtime, greeter: &GreeterClient, logs: Option<&tracing::Dispatch>| {
@@ -184,9 +182,7 @@ fn main() {
             (&off_rt, &off_rt),
             metrics,
             on_logs,
-            batches,
-            calls / batches,
-            calls64 / batches,
+            (batches, calls / batches, calls64 / batches),
             (&mut mem_off, &mut mem_on),
         );
         sides.stop(&off_rt, &off_rt);
@@ -197,9 +193,7 @@ fn main() {
                 rts,
                 metrics,
                 None,
-                batches,
-                amqp_calls / batches,
-                amqp_calls64 / batches,
+                (batches, amqp_calls / batches, amqp_calls64 / batches),
                 (&mut amqp_off, &mut amqp_on),
             );
             sides.stop(&off_rt, &on_rt);
