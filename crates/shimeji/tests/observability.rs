@@ -243,8 +243,7 @@ impl Inner {
 
 #[tokio::test]
 async fn every_in_process_call_counts_once_on_each_side() {
-    let config = Config::new().set("METRICS_ADDRESS", "127.0.0.1:0");
-    let running = ServiceRunner::with_config(config)
+    let running = metered()
         .service(Outer::default())
         .service(Inner)
         .start()
@@ -290,6 +289,11 @@ async fn every_in_process_call_counts_once_on_each_side() {
         );
     }
     running.stop().await;
+}
+
+/// A runner with metrics on, served on a free port.
+fn metered() -> ServiceRunner {
+    ServiceRunner::with_config(Config::new().set("METRICS_ADDRESS", "127.0.0.1:0"))
 }
 
 async fn get(url: &str) -> (u16, String) {
@@ -435,6 +439,8 @@ impl Slow {
     }
 }
 
+/// `obs_slow`'s twin under a name of its own: tests run at once, and
+/// metrics are kept per service name.
 #[derive(Default)]
 struct Sleepy;
 
@@ -449,12 +455,7 @@ impl Sleepy {
 
 #[tokio::test]
 async fn runs_in_flight_are_gauged_and_abandoned_ones_counted_cancelled() {
-    let config = Config::new().set("METRICS_ADDRESS", "127.0.0.1:0");
-    let running = ServiceRunner::with_config(config)
-        .service(Sleepy)
-        .start()
-        .await
-        .unwrap();
+    let running = metered().service(Sleepy).start().await.unwrap();
     let ep = r#"service="obs_sleepy",entrypoint="nap""#;
     let in_flight = format!("shimeji_entrypoint_in_flight{{{ep}}}");
     let cancelled = format!(r#"shimeji_entrypoint_calls_total{{{ep},outcome="Cancelled"}}"#);
@@ -492,12 +493,7 @@ async fn runs_in_flight_are_gauged_and_abandoned_ones_counted_cancelled() {
 
 #[tokio::test]
 async fn ready_while_serving_not_while_draining() {
-    let config = Config::new().set("METRICS_ADDRESS", "127.0.0.1:0");
-    let running = ServiceRunner::with_config(config)
-        .service(Slow)
-        .start()
-        .await
-        .unwrap();
+    let running = metered().service(Slow).start().await.unwrap();
     let base = format!("http://{}", running.metrics_address().unwrap());
     let (status, body) = get(&format!("{base}/health/ready")).await;
     assert_eq!(status, 200, "{body}");
