@@ -228,11 +228,9 @@ impl Client {
         };
         if let Some((metrics, started)) = measured {
             let error = result.as_ref().err().map(CallError::exc_type);
-            if timed_for_us {
-                metrics.record_inline(error);
-            } else {
-                metrics.record(crate::metrics::Instant::now().nanos_since(started), error);
-            }
+            let nanos =
+                (!timed_for_us).then(|| crate::metrics::Instant::now().nanos_since(started));
+            metrics.record(nanos, error);
         }
         result
     }

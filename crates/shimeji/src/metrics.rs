@@ -234,15 +234,11 @@ impl Histogram {
     fn snapshot(&self) -> Snapshot {
         let mut total = Snapshot::default();
         for shard in self.shards.iter() {
-            for (sum, n) in total.counts.iter_mut().zip(&shard.counts) {
-                *sum += n.load(Ordering::Relaxed);
-            }
-            total.sum_nanos = total
-                .sum_nanos
-                .wrapping_add(shard.sum_nanos.load(Ordering::Relaxed));
-            total.begun = total
-                .begun
-                .wrapping_add(shard.begun.load(Ordering::Relaxed));
+            total.add(&Snapshot {
+                counts: shard.counts.each_ref().map(|n| n.load(Ordering::Relaxed)),
+                sum_nanos: shard.sum_nanos.load(Ordering::Relaxed),
+                begun: shard.begun.load(Ordering::Relaxed),
+            });
         }
         total
     }
@@ -261,14 +257,17 @@ impl Snapshot {
     fn of(parts: &[&Histogram]) -> Self {
         let mut total = Snapshot::default();
         for part in parts {
-            let s = part.snapshot();
-            for (t, n) in total.counts.iter_mut().zip(s.counts) {
-                *t += n;
-            }
-            total.sum_nanos = total.sum_nanos.wrapping_add(s.sum_nanos);
-            total.begun = total.begun.wrapping_add(s.begun);
+            total.add(&part.snapshot());
         }
         total
+    }
+
+    fn add(&mut self, other: &Snapshot) {
+        for (t, n) in self.counts.iter_mut().zip(other.counts) {
+            *t += n;
+        }
+        self.sum_nanos = self.sum_nanos.wrapping_add(other.sum_nanos);
+        self.begun = self.begun.wrapping_add(other.begun);
     }
 
     fn count(&self) -> u64 {
@@ -360,7 +359,7 @@ impl EntrypointMetrics {
 
 /// The outcome of a run dropped before it finished (its caller went away:
 /// an in-process call that timed out, say).
-pub(crate) const CANCELLED: &str = "Cancelled";
+const CANCELLED: &str = "Cancelled";
 
 impl Run<'_> {
     /// Records the run's time and outcome: `None` for ok, else the error type.
@@ -490,14 +489,13 @@ pub(crate) struct CallMetrics {
 }
 
 impl CallMetrics {
-    /// A call the client timed itself.
-    pub(crate) fn record(&self, nanos: u64, error: Option<&str>) {
-        self.duration.observe(nanos);
-        self.record_inline(error);
-    }
-
-    /// A call whose time the entrypoint recorded for both (see [`handover`]).
-    pub(crate) fn record_inline(&self, error: Option<&str>) {
+    /// Records a call: `nanos` as the client timed it, or `None` when the
+    /// entrypoint that served it inline recorded the time for both (see
+    /// [`handover`]); `error` is the outcome's error type, if any.
+    pub(crate) fn record(&self, nanos: Option<u64>, error: Option<&str>) {
+        if let Some(nanos) = nanos {
+            self.duration.observe(nanos);
+        }
         if let Some(exc_type) = error {
             self.errors.add(exc_type);
         }
