@@ -17,7 +17,17 @@ pub struct Deserializer<'de> {
     input: &'de [u8],
     last_parsed_len: Option<usize>,
     cursor: usize,
+    /// How many field tables and arrays enclose the value being decoded.
+    depth: usize,
 }
+
+/// The deepest nesting of field tables and arrays the decoder accepts.
+///
+/// Decoding recurses once per level (and so does dropping the decoded
+/// value): without a bound, a header nesting tables a few thousand levels
+/// deep overflows the thread's stack and aborts the process. Deeper input is
+/// refused with [`Error::TooDeep`].
+pub const MAX_NESTING: usize = 128;
 
 impl<'de> Deserializer<'de> {
     // By convention, `Deserializer` constructors are named like `from_xyz`.
@@ -30,7 +40,20 @@ impl<'de> Deserializer<'de> {
             input,
             last_parsed_len: None,
             cursor: 0,
+            depth: 0,
         }
+    }
+
+    /// Runs `f` one nesting level deeper, refusing input nested deeper
+    /// than [`MAX_NESTING`].
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.depth >= MAX_NESTING {
+            return Err(Error::TooDeep);
+        }
+        self.depth += 1;
+        let result = f(self);
+        self.depth -= 1;
+        result
     }
 }
 
@@ -353,7 +376,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     {
         // should have a length parsed right before
         let len = self.get_parsed_length()?;
-        visitor.visit_seq(DataSequence::new(self, len))
+        self.nested(|de| visitor.visit_seq(DataSequence::new(de, len)))
     }
 
     // given length input, do not need length prefix in input data
@@ -387,7 +410,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         // should have a length parsed right before
         // the length is number of bytes of the table, not the field-value pair
         let len = self.get_parsed_length()?;
-        visitor.visit_map(DataSequence::new(self, len))
+        self.nested(|de| visitor.visit_map(DataSequence::new(de, len)))
     }
 
     // length can be derived by fields
@@ -468,6 +491,14 @@ impl<'a, 'de> DataSequence<'a, 'de> {
             is_struct: true,
         }
     }
+
+    /// Counts the bytes read since `start` against the declared length: an
+    /// element that runs past its table's or array's end is malformed.
+    fn consumed(&mut self, start: usize) -> Result<()> {
+        let used = self.de.cursor - start;
+        self.len = self.len.checked_sub(used).ok_or(Error::Syntax)?;
+        Ok(())
+    }
 }
 
 // `SeqAccess` is provided to the `Visitor` to give it the ability to iterate
@@ -486,8 +517,7 @@ impl<'de> SeqAccess<'de> for DataSequence<'_, 'de> {
             } else {
                 let start = self.de.cursor;
                 let res = seed.deserialize(&mut *self.de).map(Some);
-                let end = self.de.cursor;
-                self.len -= end - start;
+                self.consumed(start)?;
                 res
             }
         } else {
@@ -508,8 +538,7 @@ impl<'de> MapAccess<'de> for DataSequence<'_, 'de> {
         if self.len > 0 {
             let start = self.de.cursor;
             let res = seed.deserialize(&mut *self.de).map(Some);
-            let end = self.de.cursor;
-            self.len -= end - start;
+            self.consumed(start)?;
             res
         } else {
             Ok(None)
@@ -522,8 +551,7 @@ impl<'de> MapAccess<'de> for DataSequence<'_, 'de> {
     {
         let start = self.de.cursor;
         let res = seed.deserialize(&mut *self.de);
-        let end = self.de.cursor;
-        self.len -= end - start;
+        self.consumed(start)?;
         res
     }
 }

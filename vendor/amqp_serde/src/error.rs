@@ -31,6 +31,8 @@ pub enum Error {
     Syntax,
     Incomplete,
     ExpectedLength,
+    /// Field tables or arrays nested deeper than [`crate::de::MAX_NESTING`].
+    TooDeep,
 }
 
 impl ser::Error for Error {
@@ -53,6 +55,11 @@ impl fmt::Display for Error {
             Error::Syntax => f.write_str("unexpected syntax"),
             Error::Incomplete => f.write_str("incomplete deserializaton"),
             Error::ExpectedLength => f.write_str("expect length value before raw bytes"),
+            Error::TooDeep => write!(
+                f,
+                "field tables or arrays nested deeper than {} levels",
+                crate::de::MAX_NESTING
+            ),
         }
     }
 }

@@ -1,3 +1,5 @@
+// Without the `traces` feature, the arguments that only tracing reads are unused.
+#![cfg_attr(not(feature = "traces"), allow(unused))]
 //! AMQP 0-9-1 client implementation compatible with RabbitMQ.
 //!
 //! It is currently based on async tokio runtime, and cannot be configured to use another runtime by user.

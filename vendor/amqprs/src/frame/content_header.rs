@@ -70,6 +70,9 @@ pub struct BasicProperties {
     user_id: Option<ShortStr>,
     app_id: Option<ShortStr>,
     cluster_id: Option<ShortStr>,
+    /// The headers table could not be decoded and was left out.
+    #[serde(skip)]
+    headers_malformed: bool,
 }
 
 impl BasicProperties {
@@ -210,7 +213,61 @@ impl BasicProperties {
             user_id,
             app_id,
             cluster_id,
+            headers_malformed: false,
         }
+    }
+
+    /// `true` when the message came with a headers table that could not be
+    /// decoded (malformed, or nested deeper than
+    /// [`amqp_serde::MAX_NESTING`]): the other properties were decoded and
+    /// `headers()` is `None`. A consumer should treat such a message as
+    /// malformed rather than as one without headers.
+    pub fn headers_malformed(&self) -> bool {
+        self.headers_malformed
+    }
+
+    /// Decodes the properties of a content header. When only the headers
+    /// table is at fault, it is skipped (its length prefix says how far)
+    /// and the rest is decoded, with [`Self::headers_malformed`] set.
+    pub fn decode(bytes: &[u8]) -> Result<Self, amqp_serde::Error> {
+        let error = match amqp_serde::from_bytes::<Self>(bytes) {
+            Ok(props) => return Ok(props),
+            Err(e) => e,
+        };
+        let Some(stripped) = Self::without_headers(bytes) else {
+            return Err(error);
+        };
+        let mut props = amqp_serde::from_bytes::<Self>(&stripped)?;
+        props.headers_malformed = true;
+        Ok(props)
+    }
+
+    /// The property bytes with the headers table cut out and its flag
+    /// cleared; `None` when there is no headers table to cut.
+    fn without_headers(bytes: &[u8]) -> Option<Vec<u8>> {
+        let flags = bytes.get(..2)?;
+        if flags[0] & (1 << 5) == 0 {
+            return None;
+        }
+        let mut at = 2;
+        // content type and content encoding: short strings before the headers
+        for bit in [7, 6] {
+            if flags[0] & (1 << bit) != 0 {
+                at += 1 + usize::from(*bytes.get(at)?);
+            }
+        }
+        let len = bytes.get(at..at.checked_add(4)?)?;
+        let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+        let end = at.checked_add(4)?.checked_add(len)?;
+        if end > bytes.len() {
+            return None;
+        }
+        let mut stripped = Vec::with_capacity(bytes.len() - (end - at));
+        stripped.push(flags[0] & !(1 << 5));
+        stripped.push(flags[1]);
+        stripped.extend_from_slice(&bytes[2..at]);
+        stripped.extend_from_slice(&bytes[end..]);
+        Some(stripped)
     }
 
     fn set_content_type_flag(flags: &mut [Octect; 2]) {
@@ -542,6 +599,7 @@ impl<'de> Deserialize<'de> for BasicProperties {
                     user_id: None,
                     app_id: None,
                     cluster_id: None,
+                    headers_malformed: false,
                 };
                 if (flags[0] & (1 << 7)) != 0 {
                     basic_properties.content_type = seq

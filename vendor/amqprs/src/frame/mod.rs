@@ -246,7 +246,9 @@ impl Frame {
 
                 start = end;
                 end = total_size - 1;
-                let basic_properties: BasicProperties = from_bytes(match buf.get(start..end) {
+                // a malformed headers table costs the message its headers,
+                // not the connection its life
+                let basic_properties = BasicProperties::decode(match buf.get(start..end) {
                     Some(s) => s,
                     None => unreachable!("out of bound"),
                 })?;

@@ -212,6 +212,7 @@ impl ChannelDispatcher {
                 deliver: None,
                 basic_properties: None,
                 content: None,
+                body_size: 0,
                 remaining: 0,
             };
             // buffer for `return + content` messages due to publish failure.
@@ -366,19 +367,24 @@ impl ChannelDispatcher {
                             Frame::ContentHeader(header) => {
                                 match self.state {
                                     State::Deliver => {
-                                        message_buffer.remaining = header.common.body_size.try_into().unwrap();
+                                        let body_size = header.common.body_size;
+                                        message_buffer.body_size = body_size;
+                                        message_buffer.remaining = usize::try_from(body_size).unwrap_or(usize::MAX);
                                         // do not wait for content body frame if content body size is zero
                                         if message_buffer.remaining == 0 {
                                             let consumer_message  = ConsumerMessage {
                                                 deliver: message_buffer.deliver.take(),
                                                 basic_properties: Some(header.basic_properties),
                                                 content: Some(Vec::new()),
+                                                body_size: 0,
                                                 remaining: 0,
                                             };
                                             self.forward_deliver(consumer_message).await;
                                         } else {
                                             message_buffer.basic_properties = Some(header.basic_properties);
-                                            message_buffer.content = Some(Vec::new());
+                                            // a body over the limit is counted, never kept
+                                            message_buffer.content = (message_buffer.remaining <= self.channel.max_content_size())
+                                                .then(|| Vec::with_capacity(message_buffer.remaining.min(1 << 20)));
                                         }
                                     },
                                     State::GetOk => {
@@ -410,17 +416,18 @@ impl ChannelDispatcher {
                             Frame::ContentBody(body) => {
                                 match self.state {
                                     State::Deliver => {
-                                        let mut content_buffer = message_buffer.content.take().unwrap();
-                                        content_buffer.extend_from_slice(&body.inner);
-                                        message_buffer.content.replace(content_buffer);
+                                        if let Some(content_buffer) = message_buffer.content.as_mut() {
+                                            content_buffer.extend_from_slice(&body.inner);
+                                        }
                                         // calculate remaining size of content body
-                                        message_buffer.remaining = message_buffer.remaining.checked_sub(body.inner.len()).expect("should never overflow");
+                                        message_buffer.remaining = message_buffer.remaining.saturating_sub(body.inner.len());
 
                                         if message_buffer.remaining == 0 {
                                             let consumer_message  = ConsumerMessage {
                                                 deliver: message_buffer.deliver.take(),
                                                 basic_properties: message_buffer.basic_properties.take(),
                                                 content: message_buffer.content.take(),
+                                                body_size: message_buffer.body_size,
                                                 remaining: message_buffer.remaining,
                                             };
                                             self.forward_deliver(consumer_message).await;

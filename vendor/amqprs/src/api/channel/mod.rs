@@ -49,7 +49,11 @@ use tracing::{error, info, trace};
 pub struct ConsumerMessage {
     pub deliver: Option<Deliver>,
     pub basic_properties: Option<BasicProperties>,
+    /// The message body; `None` when it was larger than the channel's
+    /// [`Channel::set_max_content_size`] and so was never kept.
     pub content: Option<Vec<u8>>,
+    /// The body's size as its content header announced it.
+    pub body_size: u64,
     remaining: usize,
 }
 
@@ -152,6 +156,8 @@ pub(crate) struct SharedChannelInner {
     conn_mgmt_tx: mpsc::Sender<ConnManagementCommand>,
     /// tx half to send management command to `ChannelDispatcher` task
     dispatcher_mgmt_tx: mpsc::UnboundedSender<DispatcherManagementCommand>,
+    /// Largest delivered body kept in memory (see `set_max_content_size`).
+    max_content_size: std::sync::atomic::AtomicUsize,
 }
 
 impl SharedChannelInner {
@@ -277,6 +283,19 @@ impl Channel {
     /// Returns `true` if channel is open.
     pub fn is_open(&self) -> bool {
         self.shared.is_open.load(Ordering::Relaxed)
+    }
+    /// Bounds the bodies of the messages delivered to this channel's
+    /// consumers: a delivery whose content header announces a body larger
+    /// than `bytes` is still delivered, with `content: None` and its
+    /// `body_size`, and its body frames are dropped as they arrive instead of
+    /// being gathered in memory. Unbounded by default.
+    pub fn set_max_content_size(&self, bytes: usize) {
+        self.shared
+            .max_content_size
+            .store(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn max_content_size(&self) -> usize {
+        self.shared.max_content_size.load(Ordering::Relaxed)
     }
     pub(crate) fn set_is_open(&self, is_open: bool) {
         self.shared.is_open.store(is_open, Ordering::Relaxed);
@@ -407,6 +426,7 @@ impl SharedChannelInner {
             outgoing_tx,
             conn_mgmt_tx,
             dispatcher_mgmt_tx,
+            max_content_size: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }
     }
 }
