@@ -24,6 +24,7 @@
 //! | `shimeji_events_dispatched_total` | source, event_type | events published |
 //! | `shimeji_events_handled_total` | service, handler, source, event_type, outcome | event handler runs |
 //! | `shimeji_transport_reconnects_total` | transport | reconnections after a broker loss |
+//! | `shimeji_transport_messages_dropped_total` | transport, reason | messages given up on: `malformed` (nowhere to answer), `reply_unconfirmed` (its reply was never confirmed) |
 //!
 //! Saturation is per service, as `max_workers` is: `shimeji_workers_busy`
 //! against `shimeji_workers_max`, and `shimeji_workers_waiting` above zero
@@ -519,6 +520,7 @@ struct Global {
     dispatched: RwLock<HashMap<(String, String), Arc<AtomicU64>>>,
     instances: Mutex<Vec<Weak<dyn WorkerStats>>>,
     reconnects: Mutex<Vec<(&'static str, u64)>>,
+    dropped: Mutex<Vec<((&'static str, &'static str), u64)>>,
 }
 
 fn global() -> &'static Global {
@@ -532,6 +534,7 @@ fn global() -> &'static Global {
             dispatched: RwLock::default(),
             instances: Mutex::default(),
             reconnects: Mutex::default(),
+            dropped: Mutex::default(),
         }
     });
     &GLOBAL
@@ -624,6 +627,16 @@ pub(crate) fn reconnected(transport: &'static str) {
     match all.iter_mut().find(|(t, _)| *t == transport) {
         Some((_, n)) => *n += 1,
         None => all.push((transport, 1)),
+    }
+}
+
+/// Counts one message `transport` gave up on, for `reason` (a fixed set:
+/// see the table above). Counted whether recording is on or not: it is rare.
+pub(crate) fn dropped(transport: &'static str, reason: &'static str) {
+    let mut all = lock(&global().dropped);
+    match all.iter_mut().find(|(k, _)| *k == (transport, reason)) {
+        Some((_, n)) => *n += 1,
+        None => all.push(((transport, reason), 1)),
     }
 }
 
@@ -833,6 +846,17 @@ impl prometheus_client::collector::Collector for Collector {
         )?;
         for (transport, n) in lock(&g.reconnects).iter() {
             counter(&mut e.encode_family(&[("transport", *transport)])?, *n)?;
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_transport_messages_dropped",
+            "Messages a transport gave up on, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((transport, reason), n) in lock(&g.dropped).iter() {
+            let labels = [("transport", *transport), ("reason", *reason)];
+            counter(&mut e.encode_family(&labels)?, *n)?;
         }
         Ok(())
     }

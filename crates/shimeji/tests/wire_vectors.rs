@@ -89,7 +89,8 @@ fn requests_from_nameko_decode() {
     let mut seen = 0;
     for c in publishes().iter().filter(|c| is_request(c)) {
         let props = decode_props(c);
-        let incoming = wire::parse_request(&c.routing_key, &props, &c.body, 1 << 24)
+        let size = c.body.len() as u64;
+        let incoming = wire::parse_request(&c.routing_key, &props, &c.body, size, 1 << 24)
             .unwrap_or_else(|e| panic!("{}: refused: {e:?}", c.file));
         assert_eq!(
             Some(incoming.method.as_str()),

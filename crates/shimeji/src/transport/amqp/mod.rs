@@ -8,9 +8,23 @@
 //!
 //! Delivery: a request is acked only after its reply has been published and
 //! confirmed, so a service that dies mid-call has the request redelivered to
-//! another instance. The broker prefetch equals `max_workers`. Requests are
+//! another instance. The broker prefetch equals `max_workers`; a finished
+//! request never holds a prefetch slot behind a slow one for longer than
+//! 20 ms (acks are batched, see `acks`). A reply the broker does not confirm
+//! sends its request back to the queue, at most [`MAX_REPLY_ATTEMPTS`] times
+//! per instance; then the request is dropped, logged as an error and
+//! counted (`shimeji_transport_messages_dropped_total`). Requests are
 //! published `mandatory`: a request for a service nobody serves comes back at
 //! once as `UnknownService`. Replies and events wait for publisher confirms.
+//!
+//! Hostile input: a message whose headers cannot be decoded (malformed, or
+//! tables nested deeper than 128 levels) is a `MalformedRequest` for its
+//! caller, or rejected without requeue when it has no `reply_to` (events
+//! too). A body larger than `max_message_size` is refused on the size its
+//! content header announces; its bytes are dropped as they arrive, never
+//! gathered, so the bodies an instance holds stay within
+//! `max_message_size` × `max_workers`. A reply over the caller's
+//! `max_message_size` fails that call with `CallError::Decode`.
 //!
 //! Connection loss: the transport reconnects with backoff, declares its
 //! queues again and goes on. Calls in flight complete when their reply
@@ -70,7 +84,10 @@ pub struct AmqpSettings {
     pub heartbeat: u16,
     /// The RPC exchange (config key `rpc_exchange`, default `nameko-rpc`).
     pub rpc_exchange: String,
-    /// Largest request accepted (config key `max_message_size`, default 16 MiB).
+    /// Largest message body accepted: requests, events and replies (config
+    /// key `max_message_size`, default 16 MiB). Checked against the size a
+    /// message's content header announces, before any of its body is read
+    /// into memory.
     pub max_message_size: usize,
     /// Publish replies persistent, as Nameko does (config key
     /// `persistent_replies`, default false). A reply lives for the moment
@@ -188,7 +205,20 @@ struct Served {
     /// Deliveries taken and not yet acked, requeued or rejected.
     unsettled: std::sync::atomic::AtomicUsize,
     settled: tokio::sync::Notify,
+    /// Requests whose reply the broker did not confirm, by reply address
+    /// and correlation id: how many times each was requeued for that.
+    unconfirmed: Mutex<HashMap<String, u32>>,
 }
+
+/// How many times a request is served again because its reply was not
+/// confirmed, before it is given up on (rejected, logged as an error and
+/// counted in `shimeji_transport_messages_dropped_total`).
+pub const MAX_REPLY_ATTEMPTS: u32 = 5;
+
+/// Requests remembered in `Served::unconfirmed` at most; past it the oldest
+/// counts are forgotten (a request then gets a few more attempts, never
+/// endless ones: each forgetting needs this many other failing requests).
+const UNCONFIRMED_REMEMBERED: usize = 4096;
 
 /// Counts a delivery as unsettled while it lives.
 struct Unsettled<'a>(&'a Served);
@@ -209,6 +239,30 @@ impl Drop for Unsettled<'_> {
 }
 
 impl Served {
+    /// Counts one unconfirmed reply to the request `key`; `true` while it
+    /// may be served again.
+    fn retry_unconfirmed(&self, key: String) -> bool {
+        let mut unconfirmed = lock(&self.unconfirmed);
+        if unconfirmed.len() >= UNCONFIRMED_REMEMBERED && !unconfirmed.contains_key(&key) {
+            unconfirmed.clear();
+        }
+        let attempts = unconfirmed.entry(key.clone()).or_insert(0);
+        *attempts += 1;
+        if *attempts < MAX_REPLY_ATTEMPTS {
+            return true;
+        }
+        unconfirmed.remove(&key);
+        false
+    }
+
+    /// The reply to `key` was confirmed: forget its failures.
+    fn confirmed(&self, key: &str) {
+        let mut unconfirmed = lock(&self.unconfirmed);
+        if !unconfirmed.is_empty() {
+            unconfirmed.remove(key);
+        }
+    }
+
     /// Resolves once no delivery is unsettled.
     async fn all_settled(&self) {
         self.until_idle().await;
@@ -679,6 +733,7 @@ async fn start_reply_consumer(
             &inner.reply_key,
         ))
         .await?;
+    channel.set_max_content_size(inner.settings.max_message_size);
     let (_tag, mut rx) = channel
         // Replies are taken as they come (no ack): a reply lost with its
         // connection leaves its call to its timeout.
@@ -697,6 +752,7 @@ async fn start_reply_consumer(
             let ConsumerMessage {
                 basic_properties,
                 content,
+                body_size,
                 ..
             } = message;
             let Some(id) = basic_properties.as_ref().and_then(|p| p.correlation_id()) else {
@@ -708,9 +764,15 @@ async fn start_reply_consumer(
                 // request was redelivered): nobody waits for it.
                 continue;
             };
-            let reply = wire::decode_reply(content.as_deref().unwrap_or_default())
-                .map_err(CallError::Decode)
-                .and_then(|r| r.map_err(CallError::from_remote));
+            let reply = match content {
+                Some(body) => wire::decode_reply(&body)
+                    .map_err(CallError::Decode)
+                    .and_then(|r| r.map_err(CallError::from_remote)),
+                None => Err(CallError::Decode(format!(
+                    "reply of {} bytes is over the limit of {} bytes (max_message_size)",
+                    body_size, inner.settings.max_message_size
+                ))),
+            };
             let _ = tx.send(reply);
         }
     });
@@ -822,6 +884,7 @@ impl Transport for AmqpTransport {
                 stopped: CancellationToken::new(),
                 unsettled: Default::default(),
                 settled: Default::default(),
+                unconfirmed: Default::default(),
             });
             let session = self.session().await;
             consume(&self.inner, &session, &served).await.map_err(|e| {
@@ -916,6 +979,9 @@ async fn consume(
     channel
         .basic_qos(BasicQosArguments::new(0, prefetch, false))
         .await?;
+    // A body over the limit is refused on its content header and never
+    // gathered: memory per instance stays within max_message_size × prefetch.
+    channel.set_max_content_size(inner.settings.max_message_size);
     let acker = acks::Acker::new(channel.clone());
     let mut tags = Vec::new();
     for (queue, event_method) in queues {
@@ -934,6 +1000,14 @@ async fn consume(
     *lock(&served.channel) = Some((channel, tags));
     *lock(&served.acker) = Some(acker);
     Ok(())
+}
+
+/// A delivery's body: its bytes (empty when it was over the size limit and
+/// dropped on arrival) and the size its content header announced.
+#[derive(Clone, Copy)]
+struct Body<'a> {
+    bytes: &'a [u8],
+    size: u64,
 }
 
 /// Takes deliveries off one queue and hands each to the service.
@@ -959,6 +1033,7 @@ impl Worker {
             deliver,
             basic_properties,
             content,
+            body_size,
             ..
         } = message;
         let Some(deliver) = deliver else {
@@ -968,19 +1043,31 @@ impl Worker {
         let tag = deliver.delivery_tag();
         let Some(props) = basic_properties else {
             // Every tag must be settled, or the acks after it stop.
+            crate::metrics::dropped("amqp", "malformed");
             return self.acker.reject(tag).await;
         };
+        // `None` when the body was over max_message_size and so dropped.
         let body = content.unwrap_or_default();
+        let body = Body {
+            bytes: &body,
+            size: body_size,
+        };
         match self.event_method {
-            Some(method) => self.handle_event(method, tag, &props, &body).await,
+            Some(method) => self.handle_event(method, tag, &props, body).await,
             None => {
-                self.handle_rpc(deliver.routing_key(), tag, &props, &body)
+                self.handle_rpc(deliver.routing_key(), tag, &props, body)
                     .await
             }
         }
     }
 
-    async fn handle_rpc(&self, routing_key: &str, tag: u64, props: &BasicProperties, body: &[u8]) {
+    async fn handle_rpc(
+        &self,
+        routing_key: &str,
+        tag: u64,
+        props: &BasicProperties,
+        body: Body<'_>,
+    ) {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
@@ -989,7 +1076,8 @@ impl Worker {
         let (reply_to, correlation_id, result) = match wire::parse_request(
             routing_key,
             props,
-            body,
+            body.bytes,
+            body.size,
             max,
         ) {
             Ok(incoming) => {
@@ -1024,9 +1112,14 @@ impl Worker {
             }
             Err(wire::Refusal { reply: None, error }) => {
                 tracing::warn!(service, routing_key, error = %error.value, "malformed request with nowhere to answer: rejected");
+                crate::metrics::dropped("amqp", "malformed");
                 return self.acker.reject(tag).await;
             }
         };
+        let key = format!(
+            "{reply_to}/{}",
+            correlation_id.as_deref().unwrap_or_default()
+        );
         let props = wire::properties_with_mode(
             wire::delivery_mode(inner.settings.persistent_replies),
             None,
@@ -1049,19 +1142,38 @@ impl Worker {
                 wire::reply_body(result),
             )
             .await;
-        match published {
-            Ok(confirm) => {
-                if let Ok(true) = confirm.await {
-                    self.acker.ack(tag);
-                } else {
-                    // Not confirmed: the request goes back for another try.
-                    self.acker.requeue(tag).await;
+        let failure = match published {
+            Ok(confirm) => match confirm.await {
+                Ok(true) => {
+                    self.served.confirmed(&key);
+                    return self.acker.ack(tag);
                 }
-            }
-            Err(error) => {
-                tracing::warn!(service, %error, "cannot publish the reply: the request will be redelivered");
-                self.acker.requeue(tag).await;
-            }
+                Ok(false) => "the broker refused the reply (nack)".to_string(),
+                Err(_) => {
+                    "the connection was lost before the broker confirmed the reply".to_string()
+                }
+            },
+            Err(error) => format!("cannot publish the reply: {error}"),
+        };
+        if self.served.retry_unconfirmed(key) {
+            // The request goes back for another try.
+            tracing::warn!(
+                service,
+                routing_key,
+                reason = failure,
+                "reply not confirmed: the request will be served again"
+            );
+            self.acker.requeue(tag).await;
+        } else {
+            tracing::error!(
+                service,
+                routing_key,
+                reason = failure,
+                attempts = MAX_REPLY_ATTEMPTS,
+                "reply never confirmed: the request is dropped and its caller will time out"
+            );
+            crate::metrics::dropped("amqp", "reply_unconfirmed");
+            self.acker.reject(tag).await;
         }
     }
 
@@ -1070,25 +1182,36 @@ impl Worker {
         method: &'static str,
         tag: u64,
         props: &BasicProperties,
-        body: &[u8],
+        body: Body<'_>,
     ) {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
         let service = self.served.binding.service;
-        if body.len() > inner.settings.max_message_size {
+        if body.size > inner.settings.max_message_size as u64 {
             tracing::warn!(
                 service,
                 method,
-                size = body.len(),
+                size = body.size,
                 "event over the size limit: rejected"
             );
+            crate::metrics::dropped("amqp", "malformed");
             return self.acker.reject(tag).await;
         }
-        let payload: Value = match serde_json::from_slice(body) {
+        if props.headers_malformed() {
+            tracing::warn!(
+                service,
+                method,
+                "event headers are not a valid AMQP field table (or nest too deep): rejected"
+            );
+            crate::metrics::dropped("amqp", "malformed");
+            return self.acker.reject(tag).await;
+        }
+        let payload: Value = match serde_json::from_slice(body.bytes) {
             Ok(v) => v,
             Err(error) => {
                 tracing::warn!(service, method, %error, "event body is not JSON: rejected");
+                crate::metrics::dropped("amqp", "malformed");
                 return self.acker.reject(tag).await;
             }
         };

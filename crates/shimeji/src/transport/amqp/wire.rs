@@ -279,11 +279,15 @@ pub struct Incoming {
     pub correlation_id: Option<String>,
 }
 
-/// Checks an incoming request: reply address, size, content type, JSON.
+/// Checks an incoming request: reply address, headers, size, content type,
+/// JSON. `body_size` is the size the message's content header announced:
+/// a body over `max_size` is refused on it (the transport never keeps such a
+/// body, and passes an empty `body`).
 pub fn parse_request(
     routing_key: &str,
     props: &BasicProperties,
     body: &[u8],
+    body_size: u64,
     max_size: usize,
 ) -> Result<Incoming, Refusal> {
     let correlation_id = props.correlation_id().cloned();
@@ -299,10 +303,16 @@ pub fn parse_request(
         reply: Some((reply_to.clone(), correlation_id.clone())),
         error: Box::new(error),
     };
-    if body.len() > max_size {
+    if props.headers_malformed() {
         return Err(refuse(RemoteError::malformed_request(format!(
-            "request body of {} bytes is over the limit of {max_size} bytes",
-            body.len()
+            "request headers are not a valid AMQP field table (or nest tables deeper than {} levels)",
+            amqp_serde::MAX_NESTING
+        ))));
+    }
+    let size = body_size.max(body.len() as u64);
+    if size > max_size as u64 {
+        return Err(refuse(RemoteError::malformed_request(format!(
+            "request body of {size} bytes is over the limit of {max_size} bytes"
         ))));
     }
     match props.content_type().map(String::as_str) {
@@ -362,6 +372,109 @@ mod tests {
         assert_eq!(back.call_id_stack(), ctx.call_id_stack());
         assert_eq!(back.data("user_id"), Some(&json!("u1")));
         assert_eq!(back.data("n"), Some(&json!(3)));
+    }
+
+    /// The property bytes of a content header carrying a correlation id,
+    /// a reply address and a headers table whose key `a` holds `depth`
+    /// nested tables (or arrays), built iteratively: decoding them must not
+    /// recurse that deep.
+    fn deep_properties(depth: usize, arrays: bool) -> Vec<u8> {
+        let step = if arrays { 5 } else { 7 };
+        let mut bytes = vec![0x26, 0x00]; // headers, correlation_id, reply_to
+                                          // the headers table: one entry `a` → the nest
+        bytes.extend_from_slice(&((3 + step * depth + 4) as u32).to_be_bytes());
+        bytes.extend_from_slice(&[1, b'a', if arrays { b'A' } else { b'F' }]);
+        for level in 0..depth {
+            bytes.extend_from_slice(&((step * (depth - level)) as u32).to_be_bytes());
+            if arrays {
+                bytes.push(b'A');
+            } else {
+                bytes.extend_from_slice(&[1, b'a', b'F']);
+            }
+        }
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+        for s in ["corr-1", "reply-here"] {
+            bytes.push(s.len() as u8);
+            bytes.extend_from_slice(s.as_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn headers_nested_too_deep_make_a_malformed_request_not_a_crash() {
+        for depth in [5_000, 100_000] {
+            for arrays in [false, true] {
+                let props = BasicProperties::decode(&deep_properties(depth, arrays))
+                    .expect("the other properties decode");
+                assert!(props.headers_malformed(), "depth {depth}");
+                assert!(props.headers().is_none());
+                assert_eq!(props.reply_to().map(String::as_str), Some("reply-here"));
+                let refusal = parse_request("svc.m", &props, b"{}", 2, 1024)
+                    .expect_err("refused as malformed");
+                assert_eq!(refusal.error.exc_type, "MalformedRequest");
+                assert!(
+                    refusal.error.value.contains("headers"),
+                    "{}",
+                    refusal.error.value
+                );
+                assert_eq!(
+                    refusal.reply,
+                    Some(("reply-here".to_string(), Some("corr-1".to_string())))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn headers_nested_within_the_limit_still_decode() {
+        let depth = 100;
+        let props = BasicProperties::decode(&deep_properties(depth, false)).unwrap();
+        assert!(!props.headers_malformed());
+        let mut value = props
+            .headers()
+            .and_then(|h| h.get(&"a".try_into().unwrap()));
+        let mut seen = 0;
+        while let Some(FieldValue::F(table)) = value {
+            seen += 1;
+            value = table.get(&"a".try_into().unwrap());
+        }
+        assert_eq!(seen, depth + 1, "every level is there");
+    }
+
+    #[test]
+    fn a_table_shorter_than_its_entries_is_malformed_not_a_panic() {
+        // The headers table says 4 bytes; its entry `a` → "abc" takes 9.
+        let mut bytes = vec![0x22, 0x00]; // headers, reply_to
+        bytes.extend_from_slice(&4u32.to_be_bytes());
+        bytes.extend_from_slice(&[1, b'a', b'S', 0, 0, 0, 3, b'a', b'b', b'c']);
+        bytes.extend_from_slice(&[1, b'r']);
+        // whatever it decodes to, it must not panic
+        let _ = BasicProperties::decode(&bytes);
+        // a shorter nested table inside a well-sized outer one
+        let mut bytes = vec![0x22, 0x00];
+        let inner = [1u8, b'b', b'S', 0, 0, 0, 3, b'x', b'y', b'z'];
+        bytes.extend_from_slice(&((3 + 4 + inner.len()) as u32).to_be_bytes());
+        bytes.extend_from_slice(&[1, b'a', b'F']);
+        bytes.extend_from_slice(&2u32.to_be_bytes()); // says 2, holds 10
+        bytes.extend_from_slice(&inner);
+        bytes.extend_from_slice(&[1, b'r']);
+        let props = BasicProperties::decode(&bytes).expect("the rest decodes");
+        assert!(props.headers_malformed());
+        assert_eq!(props.reply_to().map(String::as_str), Some("r"));
+    }
+
+    #[test]
+    fn a_body_announced_over_the_limit_is_refused_on_its_size() {
+        let mut props = BasicProperties::default();
+        props.with_reply_to("r").with_correlation_id("c");
+        // the transport passes no bytes for a body it did not keep
+        let refusal = parse_request("svc.m", &props, b"", 5_000_000, 1024).unwrap_err();
+        assert!(
+            refusal.error.value.contains("5000000 bytes"),
+            "{}",
+            refusal.error.value
+        );
+        assert!(parse_request("svc.m", &props, b"{}", 2, 1024).is_ok());
     }
 
     #[test]
