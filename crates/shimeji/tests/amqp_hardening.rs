@@ -370,3 +370,44 @@ async fn a_reply_over_the_callers_size_limit_fails_the_call_clearly() {
     caller.stop().await;
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_with_headers_nested_5000_deep_does_not_kill_the_caller() {
+    let service = start(Lane::default(), config()).await;
+    #[derive(Default)]
+    struct Caller;
+    #[service(name = "hardening_caller")]
+    impl Caller {
+        #[rpc]
+        async fn nothing(&self) {}
+    }
+    let caller = ServiceRunner::with_config(config())
+        .service(Caller)
+        .start()
+        .await
+        .expect("caller starts");
+    let lane: LaneClient = caller.client();
+    assert_eq!(lane.fast(1).await.expect("a first call"), 1);
+    // The caller's reply queue is bound to the RPC exchange by its reply key.
+    let vhost = uri().rsplit('/').next().unwrap_or_default().to_string();
+    let bindings = support::ctl(&[
+        "list_bindings",
+        "-q",
+        "-p",
+        &vhost,
+        "destination_name",
+        "routing_key",
+    ]);
+    let key = bindings
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(queue, _)| queue.starts_with("rpc.reply-hardening_caller-"))
+        .map(|(_, key)| key.to_string())
+        .expect("the caller's reply queue");
+    let key: &'static str = Box::leak(key.into_boxed_str());
+    publish_deep(5_000, "nameko-rpc", key, "unused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lane.fast(2).await.expect("the caller lives and calls"), 2);
+    caller.stop().await;
+    service.stop().await;
+}
