@@ -724,6 +724,9 @@ fn find_call(service: &str, method: &str) -> Option<&'static CallMetrics> {
 }
 
 /// The labels (and declared errors) of a call not seen before; see [`call`].
+/// Takes the `Cow`s to tell names written in the code (borrowed) from
+/// names made at run time.
+#[allow(clippy::ptr_arg)]
 fn call_labels(
     service: &Cow<'static, str>,
     method: &Cow<'static, str>,
