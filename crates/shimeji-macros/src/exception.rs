@@ -58,12 +58,14 @@ pub fn expand(item: TokenStream) -> syn::Result<TokenStream> {
         .map(|s| quote!(#s))
         .unwrap_or_else(|| quote!(400));
     // One pass over the variants: each one's name and status.
+    let mut declared = Vec::new();
     let (exc_type, status) = match &input.data {
         Data::Struct(_) => {
             let name = type_options
                 .name
                 .clone()
                 .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+            declared.push(name.clone());
             (quote!(#name), default_status)
         }
         Data::Enum(data) => {
@@ -75,6 +77,9 @@ pub fn expand(item: TokenStream) -> syn::Result<TokenStream> {
                 let name = options
                     .name
                     .unwrap_or_else(|| LitStr::new(&variant.to_string(), variant.span()));
+                if !declared.iter().any(|d: &LitStr| d.value() == name.value()) {
+                    declared.push(name.clone());
+                }
                 let status = options
                     .status
                     .map(|s| quote!(#s))
@@ -118,6 +123,9 @@ pub fn expand(item: TokenStream) -> syn::Result<TokenStream> {
             }
             fn http_status(&self) -> u16 {
                 #status
+            }
+            fn declared_types() -> &'static [&'static str] {
+                &[#(#declared),*]
             }
         }
     })

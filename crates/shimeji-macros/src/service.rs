@@ -599,11 +599,19 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             None => ep.output.clone(),
         };
         let docs = &ep.docs;
+        let site = match &ep.result {
+            Some((_, err)) => quote_spanned!(err.span()=>
+            ::shimeji::__private::CallSite::with_errors(
+                #service_name,
+                #method_name,
+                <#err as ::shimeji::Exception>::declared_types,
+            )),
+            None => quote!(::shimeji::__private::CallSite::new(#service_name, #method_name)),
+        };
         client_methods.push(quote! {
             #(#docs)*
             pub async fn #method(&self, #(#names: #types),*) -> ::core::result::Result<#ok_ty, ::shimeji::CallError> {
-                static SITE: ::shimeji::__private::CallSite =
-                    ::shimeji::__private::CallSite::new(#service_name, #method_name);
+                static SITE: ::shimeji::__private::CallSite = #site;
                 self.client.call_at(&SITE, #args_struct { #(#names),* }).await
             }
         });
@@ -802,6 +810,18 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         }
     };
+    // The error types of every entrypoint whose result is a `Result`
+    // (HTTP entrypoints answer their errors themselves: not counted).
+    let declared_error_arms: Vec<TokenStream> = entrypoints
+        .iter()
+        .filter(|ep| !matches!(ep.kind, Kind::Http { .. }))
+        .filter_map(|ep| {
+            let (_, err) = ep.result.as_ref()?;
+            let name = ep.method.to_string();
+            Some(quote_spanned!(err.span()=>
+                #name => <#err as ::shimeji::Exception>::declared_types(),))
+        })
+        .collect();
     let websocket = args.websocket;
     let declared_events = &args.events;
     let client_doc = format!(
@@ -821,6 +841,13 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             const TIMERS: &'static [::shimeji::__private::TimerSpec] = &[#(#timer_specs),*];
             const WEBSOCKET_RPC: bool = #websocket;
             #http_items
+
+            fn declared_errors(__entrypoint: &str) -> &'static [&'static str] {
+                match __entrypoint {
+                    #(#declared_error_arms)*
+                    _ => &[],
+                }
+            }
 
             fn describe() -> ::shimeji::ServiceDescription {
                 ::shimeji::ServiceDescription {

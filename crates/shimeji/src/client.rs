@@ -197,8 +197,8 @@ impl Client {
             let handles = match site {
                 Some(site) => *site
                     .metrics
-                    .get_or_init(|| crate::metrics::call(&service, &method)),
-                None => crate::metrics::call(&service, &method),
+                    .get_or_init(|| crate::metrics::call(&service, &method, (site.errors)())),
+                None => crate::metrics::call(&service, &method, &[]),
             };
             (handles, started)
         });
@@ -249,7 +249,13 @@ impl Dependency for Client {
 pub struct CallSite {
     service: &'static str,
     method: &'static str,
+    /// The error types the method declares: its outcome labels.
+    errors: fn() -> &'static [&'static str],
     metrics: OnceLock<&'static crate::metrics::CallMetrics>,
+}
+
+fn no_errors() -> &'static [&'static str] {
+    &[]
 }
 
 impl CallSite {
@@ -258,6 +264,23 @@ impl CallSite {
         CallSite {
             service,
             method,
+            errors: no_errors,
+            metrics: OnceLock::new(),
+        }
+    }
+
+    /// A call site of `service.method`, a method that declares the error
+    /// types `errors` gives (see
+    /// [`Exception::declared_types`](crate::Exception::declared_types)).
+    pub const fn with_errors(
+        service: &'static str,
+        method: &'static str,
+        errors: fn() -> &'static [&'static str],
+    ) -> Self {
+        CallSite {
+            service,
+            method,
+            errors,
             metrics: OnceLock::new(),
         }
     }

@@ -4,7 +4,10 @@
 //! `rpc_timeout` (seconds, 30), `drain_timeout` (seconds, 30), `HEARTBEAT`,
 //! `rpc_exchange`, `max_message_size`, `WEB_SERVER_ADDRESS`, `max_body_size`,
 //! `METRICS_ADDRESS` (where `/metrics` and `/health/*` are served; unset,
-//! no metrics are recorded), `LOGGING`. Any other key is the service's own,
+//! no metrics are recorded), `LOGGING`, and the WebSocket hub's
+//! `websocket_max_message_size`, `websocket_max_in_flight`,
+//! `websocket_send_queue`, `websocket_allowed_origins` (see
+//! [`WebSocketHub`](crate::http::WebSocketHub)). Any other key is the service's own,
 //! read with [`Config::get`] or the [`ServiceConfig`] dependency.
 //!
 //! A config file is YAML, as Nameko's: `${VAR}` and `${VAR:default}` in
@@ -90,6 +93,10 @@ impl Config {
             "WEB_SERVER_ADDRESS",
             "METRICS_ADDRESS",
             "max_body_size",
+            "websocket_max_message_size",
+            "websocket_max_in_flight",
+            "websocket_send_queue",
+            "websocket_allowed_origins",
             "max_workers",
             "parent_calls_tracked",
             "rpc_timeout",

@@ -264,6 +264,17 @@ pub trait Exception {
     fn http_status(&self) -> u16 {
         400
     }
+    /// Every `exc_type` a value of this type can have. Metrics count an
+    /// entrypoint's (or a generated client's) errors under these names;
+    /// any other type counts as `other`, so that a peer's error types
+    /// cannot add label values. `#[derive(Exception)]` lists them; by
+    /// default there are none.
+    fn declared_types() -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
     /// The wire form of the error.
     fn to_remote(&self) -> RemoteError {
         RemoteError {

@@ -25,6 +25,20 @@
 //! | `shimeji_events_handled_total` | service, handler, source, event_type, outcome | event handler runs |
 //! | `shimeji_transport_reconnects_total` | transport | reconnections after a broker loss |
 //! | `shimeji_transport_messages_dropped_total` | transport, reason | messages given up on: `malformed` (nowhere to answer), `reply_unconfirmed` (its reply was never confirmed) |
+//! | `shimeji_websocket_closed_total` | reason | WebSockets closed: `client`, `message_too_large`, `slow_consumer`, `protocol_error` |
+//!
+//! Label values come only from what the code declares, never from the
+//! network, so the number of series stays bounded whatever peers send:
+//! services, entrypoints and event handlers as `#[service]` declares them;
+//! `outcome` is `ok`, one of shimeji's own error types (`MethodNotFound`,
+//! `Timeout`, `Cancelled`, …), an error type the entrypoint declares (its
+//! error's `#[derive(Exception)]` names), or else `other` (a remote error
+//! passed on, say). A client's `method` is its own when the name is
+//! written in the code (generated clients, `call_typed`) or names an
+//! entrypoint running in this process; a name made at run time that does
+//! not (an unknown method sent over `/ws`, say) counts as method `other`.
+//! An event type made at run time is its own only when its service
+//! declares it (`#[service(events = [...])]`).
 //!
 //! Saturation is per service, as `max_workers` is: `shimeji_workers_busy`
 //! against `shimeji_workers_max`, and `shimeji_workers_waiting` above zero
@@ -295,21 +309,79 @@ impl Snapshot {
     }
 }
 
-/// Error counts by type; touched only when a run fails.
-#[derive(Default)]
-struct Errors(Mutex<Vec<(String, u64)>>);
+/// The outcome every error type not declared folds into.
+pub(crate) const OTHER: &str = "other";
+
+/// The error types shimeji itself raises: always outcomes of their own.
+const BUILT_IN_ERRORS: &[&str] = &[
+    "MethodNotFound",
+    "IncorrectSignature",
+    "MalformedRequest",
+    "UnserializableValueError",
+    "WorkerPanic",
+    "ServiceStopping",
+    "WorkerKilled",
+    "UnknownService",
+    "Timeout",
+    "Encode",
+    "Decode",
+    "Transport",
+    "DispatchError",
+    "ConfigError",
+    CANCELLED,
+];
+
+/// Error counts by type; touched only when a run fails. Only declared
+/// types get a count of their own: shimeji's [`BUILT_IN_ERRORS`] and those
+/// the entrypoint's error type declares (see
+/// [`Exception::declared_types`](crate::Exception::declared_types)). Any
+/// other type (a remote error passed on, a `RemoteError` made up at run
+/// time) counts as [`OTHER`], so a peer cannot add label values.
+struct Errors(Mutex<ErrorCounts>);
+
+struct ErrorCounts {
+    declared: &'static [&'static str],
+    counts: Vec<(&'static str, u64)>,
+}
 
 impl Errors {
+    fn new(declared: &'static [&'static str]) -> Self {
+        Errors(Mutex::new(ErrorCounts {
+            declared,
+            counts: Vec::new(),
+        }))
+    }
+
+    /// The outcome label of error type `exc_type`.
+    fn label(declared: &'static [&'static str], exc_type: &str) -> &'static str {
+        BUILT_IN_ERRORS
+            .iter()
+            .chain(declared)
+            .find(|t| **t == exc_type)
+            .copied()
+            .unwrap_or(OTHER)
+    }
+
     fn add(&self, exc_type: &str) {
         let mut errors = lock(&self.0);
-        match errors.iter_mut().find(|(t, _)| t == exc_type) {
+        let label = Self::label(errors.declared, exc_type);
+        match errors.counts.iter_mut().find(|(t, _)| *t == label) {
             Some((_, n)) => *n += 1,
-            None => errors.push((exc_type.to_string(), 1)),
+            None => errors.counts.push((label, 1)),
         }
     }
 
-    fn snapshot(&self) -> Vec<(String, u64)> {
-        lock(&self.0).clone()
+    /// Declares the error types of a caller that knows them, when the
+    /// series was made by one that did not.
+    fn declare(&self, declared: &'static [&'static str]) {
+        let mut errors = lock(&self.0);
+        if errors.declared.is_empty() {
+            errors.declared = declared;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        lock(&self.0).counts.clone()
     }
 }
 
@@ -319,6 +391,8 @@ pub(crate) struct EntrypointMetrics {
     entrypoint: &'static str,
     /// `(source, event_type)` for an event handler.
     event: Option<(&'static str, &'static str)>,
+    /// The error types the entrypoint declares.
+    declared: &'static [&'static str],
     duration: Histogram,
     /// Runs served inline for a measuring client of this process (see
     /// [`handover`]): observed once, they count in this entrypoint's series
@@ -510,17 +584,25 @@ pub(crate) trait WorkerStats: Send + Sync {
     fn workers(&self) -> (usize, usize, usize);
 }
 
-/// `(service, method)` of a call.
-type CallKey = (Cow<'static, str>, Cow<'static, str>);
+/// The call series, by service then method: found with borrowed names, so
+/// a lookup allocates nothing.
+type Calls = HashMap<Cow<'static, str>, HashMap<Cow<'static, str>, &'static CallMetrics>>;
+
+/// Events published, by source then event type.
+type Dispatched = HashMap<&'static str, HashMap<Cow<'static, str>, Arc<AtomicU64>>>;
 
 struct Global {
     registry: Mutex<Registry>,
     entrypoints: Mutex<Vec<Arc<EntrypointMetrics>>>,
-    calls: RwLock<HashMap<CallKey, &'static CallMetrics>>,
-    dispatched: RwLock<HashMap<(String, String), Arc<AtomicU64>>>,
+    calls: RwLock<Calls>,
+    dispatched: RwLock<Dispatched>,
+    /// `(source, event_type)` of the events services declare they dispatch.
+    declared_events: Mutex<Vec<(&'static str, String)>>,
     instances: Mutex<Vec<Weak<dyn WorkerStats>>>,
     reconnects: Mutex<Vec<(&'static str, u64)>>,
     dropped: Mutex<Vec<((&'static str, &'static str), u64)>>,
+    /// By [`WebSocketClose`] reason.
+    websocket_closed: [AtomicU64; WebSocketClose::ALL.len()],
 }
 
 fn global() -> &'static Global {
@@ -532,19 +614,31 @@ fn global() -> &'static Global {
             entrypoints: Mutex::default(),
             calls: RwLock::default(),
             dispatched: RwLock::default(),
+            declared_events: Mutex::default(),
             instances: Mutex::default(),
             reconnects: Mutex::default(),
             dropped: Mutex::default(),
+            websocket_closed: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     });
     &GLOBAL
 }
 
-/// The handles of `service.entrypoint`, shared by every instance of the service.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The handles of `service.entrypoint`, shared by every instance of the
+/// service. `errors` are the error types the entrypoint declares.
 pub(crate) fn entrypoint(
     service: &'static str,
     entrypoint: &'static str,
     event: Option<(&'static str, &'static str)>,
+    errors: &'static [&'static str],
 ) -> Arc<EntrypointMetrics> {
     let mut all = lock(&global().entrypoints);
     if let Some(found) = all
@@ -557,12 +651,24 @@ pub(crate) fn entrypoint(
         service,
         entrypoint,
         event,
+        declared: errors,
         duration: Histogram::new(),
         inline: Histogram::new(),
-        errors: Errors::default(),
+        errors: Errors::new(errors),
     });
     all.push(created.clone());
     created
+}
+
+/// Records the event types service `source` declares it dispatches: an
+/// event type made at run time gets a series of its own only when declared.
+pub(crate) fn declare_events(source: &'static str, event_types: Vec<String>) {
+    let mut all = lock(&global().declared_events);
+    for event_type in event_types {
+        if !all.iter().any(|(s, t)| *s == source && *t == event_type) {
+            all.push((source, event_type));
+        }
+    }
 }
 
 /// Reports a service instance's workers until it is dropped.
@@ -573,51 +679,145 @@ pub(crate) fn watch_instance(instance: Weak<dyn WorkerStats>) {
 }
 
 /// The handles of calls to `service.method`, found in the registry's map
-/// (generated clients keep theirs per call site and look once). Takes the
-/// `Cow`s so that the key keeps `'static` names borrowed.
+/// (generated clients keep theirs per call site and look once). `errors`
+/// are the error types the method declares, when the caller knows them
+/// (a generated client does).
+///
+/// Names become label values only when they are declared: written in the
+/// code (borrowed `'static` names, as generated clients and
+/// [`Client::call_typed`](crate::Client::call_typed) give), or naming an
+/// entrypoint of a service running in this process. Any other call (names
+/// made at run time, from a WebSocket frame say) counts under method
+/// `other` of its service, or of service `other` when that is not known
+/// either: a peer cannot add series.
 #[allow(clippy::ptr_arg)]
 pub(crate) fn call(
     service: &Cow<'static, str>,
     method: &Cow<'static, str>,
+    errors: &'static [&'static str],
 ) -> &'static CallMetrics {
-    let calls = &global().calls;
-    let key = (service.clone(), method.clone());
-    if let Some(found) = calls.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    if let Some(found) = find_call(service, method) {
+        if !errors.is_empty() {
+            found.errors.declare(errors);
+        }
         return found;
     }
-    calls
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_insert_with(|| {
-            // Lives as long as the process, like the registry that lists it.
-            Box::leak(Box::new(CallMetrics {
-                service: service.clone(),
-                method: method.clone(),
-                duration: Histogram::new(),
-                errors: Errors::default(),
-            }))
-        })
+    let (service, method, errors) = call_labels(service, method, errors);
+    if let Some(found) = find_call(&service, &method) {
+        return found;
+    }
+    let mut calls = write(&global().calls);
+    let methods = calls.entry(service.clone()).or_default();
+    methods.entry(method.clone()).or_insert_with(|| {
+        // Lives as long as the process, like the registry that lists it.
+        Box::leak(Box::new(CallMetrics {
+            service,
+            method,
+            duration: Histogram::new(),
+            errors: Errors::new(errors),
+        }))
+    })
 }
 
-/// Counts one event published.
-pub(crate) fn event_dispatched(source: &str, event_type: &str) {
-    let dispatched = &global().dispatched;
-    let key = (source.to_string(), event_type.to_string());
-    if let Some(n) = dispatched
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-    {
-        n.fetch_add(1, Ordering::Relaxed);
+fn find_call(service: &str, method: &str) -> Option<&'static CallMetrics> {
+    read(&global().calls)
+        .get(service)
+        .and_then(|methods| methods.get(method))
+        .copied()
+}
+
+/// The labels (and declared errors) of a call not seen before; see [`call`].
+/// Takes the `Cow`s to tell names written in the code (borrowed) from
+/// names made at run time.
+#[allow(clippy::ptr_arg)]
+fn call_labels(
+    service: &Cow<'static, str>,
+    method: &Cow<'static, str>,
+    errors: &'static [&'static str],
+) -> (
+    Cow<'static, str>,
+    Cow<'static, str>,
+    &'static [&'static str],
+) {
+    let entrypoints = lock(&global().entrypoints);
+    let local = entrypoints
+        .iter()
+        .find(|m| m.service == service && m.entrypoint == method);
+    if let (Cow::Borrowed(_), Cow::Borrowed(_)) = (service, method) {
+        let errors = match local {
+            Some(m) if errors.is_empty() => m.declared,
+            _ => errors,
+        };
+        return (service.clone(), method.clone(), errors);
+    }
+    if let Some(m) = local {
+        return (
+            Cow::Borrowed(m.service),
+            Cow::Borrowed(m.entrypoint),
+            m.declared,
+        );
+    }
+    let known = entrypoints
+        .iter()
+        .map(|m| m.service)
+        .find(|s| *s == service)
+        .or_else(
+            || match read(&global().calls).get_key_value(service.as_ref()) {
+                Some((Cow::Borrowed(s), _)) => Some(*s),
+                _ => None,
+            },
+        );
+    (
+        Cow::Borrowed(known.unwrap_or(OTHER)),
+        Cow::Borrowed(OTHER),
+        &[],
+    )
+}
+
+/// Counts one event published. An event type is a label value when it is
+/// written in the code (borrowed) or declared by its service
+/// (`#[service(events = [...])]`); any other counts as `other`.
+#[allow(clippy::ptr_arg)]
+pub(crate) fn event_dispatched(source: &'static str, event_type: &Cow<'static, str>) {
+    if count_dispatched(source, event_type) {
         return;
     }
-    dispatched
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
+    let label = match event_type {
+        Cow::Borrowed(_) => event_type.clone(),
+        Cow::Owned(t) => {
+            let declared = lock(&global().declared_events)
+                .iter()
+                .any(|(s, d)| *s == source && d == t);
+            if declared {
+                event_type.clone()
+            } else {
+                Cow::Borrowed(OTHER)
+            }
+        }
+    };
+    if count_dispatched(source, &label) {
+        return;
+    }
+    write(&global().dispatched)
+        .entry(source)
+        .or_default()
+        .entry(label)
         .or_default()
         .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one event in an existing series; false when there is none.
+fn count_dispatched(source: &'static str, event_type: &str) -> bool {
+    match read(&global().dispatched)
+        .get(source)
+        .and_then(|types| types.get(event_type))
+    {
+        Some(n) => {
+            n.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Counts one reconnection of `transport`. Counted whether recording is on
@@ -640,14 +840,50 @@ pub(crate) fn dropped(transport: &'static str, reason: &'static str) {
     }
 }
 
+/// Why the server closed a WebSocket: the `reason` label of
+/// `shimeji_websocket_closed_total`, a fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WebSocketClose {
+    /// The client closed it, or the connection ended.
+    Client,
+    /// A message was larger than `websocket_max_message_size`.
+    MessageTooLarge,
+    /// The client did not read: its outgoing queue was full.
+    SlowConsumer,
+    /// The client broke the WebSocket protocol.
+    ProtocolError,
+}
+
+impl WebSocketClose {
+    const ALL: [WebSocketClose; 4] = [
+        WebSocketClose::Client,
+        WebSocketClose::MessageTooLarge,
+        WebSocketClose::SlowConsumer,
+        WebSocketClose::ProtocolError,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            WebSocketClose::Client => "client",
+            WebSocketClose::MessageTooLarge => "message_too_large",
+            WebSocketClose::SlowConsumer => "slow_consumer",
+            WebSocketClose::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+/// Counts one WebSocket closed. Counted whether recording is on or not,
+/// like reconnections: it is rare next to calls.
+pub(crate) fn websocket_closed(reason: WebSocketClose) {
+    global().websocket_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+}
+
 /// Runs by outcome: `ok` (every run but the failed ones), then each error type.
-fn outcomes(duration: &Snapshot, errors: &Errors) -> Vec<(String, u64)> {
+fn outcomes(duration: &Snapshot, errors: &Errors) -> Vec<(&'static str, u64)> {
     let errors = errors.snapshot();
     let failed: u64 = errors.iter().map(|(_, n)| n).sum();
     let ok = duration.count().saturating_sub(failed);
-    std::iter::once(("ok".to_string(), ok))
-        .chain(errors)
-        .collect()
+    std::iter::once(("ok", ok)).chain(errors).collect()
 }
 
 /// Renders shimeji's own metrics on every scrape.
@@ -676,7 +912,6 @@ impl prometheus_client::collector::Collector for Collector {
         )?;
         for (m, runs) in entrypoints.iter().zip(&runs) {
             for (outcome, n) in outcomes(runs, &m.errors) {
-                let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service),
                     ("entrypoint", m.entrypoint),
@@ -720,7 +955,6 @@ impl prometheus_client::collector::Collector for Collector {
                 continue;
             };
             for (outcome, n) in outcomes(runs, &m.errors) {
-                let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service),
                     ("handler", m.entrypoint),
@@ -767,12 +1001,9 @@ impl prometheus_client::collector::Collector for Collector {
             }
         }
 
-        let calls: Vec<&'static CallMetrics> = g
-            .calls
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        let calls: Vec<&'static CallMetrics> = read(&g.calls)
             .values()
-            .copied()
+            .flat_map(|methods| methods.values().copied())
             .collect();
         // A client's calls: those it timed, and those the entrypoint it
         // called timed for it (in-process calls served inline).
@@ -796,7 +1027,6 @@ impl prometheus_client::collector::Collector for Collector {
         )?;
         for (m, timed) in calls.iter().zip(&timed) {
             for (outcome, n) in outcomes(timed, &m.errors) {
-                let outcome = outcome.as_str();
                 let labels = [
                     ("service", m.service.as_ref()),
                     ("method", m.method.as_ref()),
@@ -825,17 +1055,11 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Counter,
         )?;
-        for ((source, event_type), n) in g
-            .dispatched
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let labels = [
-                ("source", source.as_str()),
-                ("event_type", event_type.as_str()),
-            ];
-            counter(&mut e.encode_family(&labels)?, n.load(Ordering::Relaxed))?;
+        for (source, types) in read(&g.dispatched).iter() {
+            for (event_type, n) in types {
+                let labels = [("source", *source), ("event_type", event_type.as_ref())];
+                counter(&mut e.encode_family(&labels)?, n.load(Ordering::Relaxed))?;
+            }
         }
 
         let mut e = encoder.encode_descriptor(
@@ -857,6 +1081,19 @@ impl prometheus_client::collector::Collector for Collector {
         for ((transport, reason), n) in lock(&g.dropped).iter() {
             let labels = [("transport", *transport), ("reason", *reason)];
             counter(&mut e.encode_family(&labels)?, *n)?;
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "shimeji_websocket_closed",
+            "WebSockets closed, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in WebSocketClose::ALL.iter().zip(&g.websocket_closed) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                counter(&mut e.encode_family(&[("reason", reason.label())])?, n)?;
+            }
         }
         Ok(())
     }

@@ -305,14 +305,12 @@ impl RunningServices {
         let address = config
             .get::<String>("WEB_SERVER_ADDRESS")?
             .unwrap_or_else(|| crate::http::DEFAULT_WEB_SERVER_ADDRESS.to_string());
-        let max_body = config
-            .get::<usize>("max_body_size")?
-            .unwrap_or(crate::http::DEFAULT_MAX_BODY_SIZE);
+        let limits = crate::http::server::WebLimits::from_config(config)?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         let (address, task) = crate::http::server::serve(
             app,
             &address,
-            max_body,
+            limits,
             self.rt.hub.clone(),
             self.dynamic_client(),
             shutdown.clone(),

@@ -118,6 +118,14 @@ pub trait Service: Send + Sync + 'static {
         async move { crate::http::not_found(name) }
     }
 
+    /// The error types entrypoint `entrypoint` declares (its error type's
+    /// [`Exception::declared_types`](crate::Exception::declared_types)):
+    /// the outcome labels its failures get in metrics.
+    fn declared_errors(entrypoint: &str) -> &'static [&'static str] {
+        let _ = entrypoint;
+        &[]
+    }
+
     /// A machine-readable description of the service.
     fn describe() -> ServiceDescription;
 

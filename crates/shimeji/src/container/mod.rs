@@ -156,26 +156,27 @@ impl<S: Service> Container<S> {
     /// The metric handles of every entrypoint, resolved once.
     fn entrypoint_metrics() -> Vec<Arc<crate::metrics::EntrypointMetrics>> {
         use crate::metrics::entrypoint;
+        let errors = S::declared_errors;
         let mut all: Vec<_> = S::RPC_METHODS
             .iter()
-            .map(|m| entrypoint(S::NAME, m, None))
+            .map(|m| entrypoint(S::NAME, m, None, errors(m)))
             .collect();
-        all.extend(
-            S::EVENT_HANDLERS
-                .iter()
-                .map(|h| entrypoint(S::NAME, h.method, Some((h.source, h.event_type)))),
-        );
+        all.extend(S::EVENT_HANDLERS.iter().map(|h| {
+            let event = Some((h.source, h.event_type));
+            entrypoint(S::NAME, h.method, event, errors(h.method))
+        }));
         all.extend(
             S::TIMERS
                 .iter()
-                .map(|t| entrypoint(S::NAME, t.method, None)),
+                .map(|t| entrypoint(S::NAME, t.method, None, errors(t.method))),
         );
         #[cfg(feature = "http")]
         all.extend(
             S::HTTP_ROUTES
                 .iter()
-                .map(|r| entrypoint(S::NAME, r.name, None)),
+                .map(|r| entrypoint(S::NAME, r.name, None, &[])),
         );
+        crate::metrics::declare_events(S::NAME, S::describe().events);
         all
     }
 

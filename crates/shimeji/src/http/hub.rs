@@ -12,6 +12,20 @@
 //! channel, broadcast to a channel, unicast to a socket. Pushes arrive as
 //! `{"type": "event", "event": …, "data": …}`.
 //!
+//! Each socket is bounded, whatever its client does (keys of the runner's
+//! configuration):
+//!
+//! | key | default | what |
+//! |---|---|---|
+//! | `websocket_max_message_size` | `max_body_size` (2 MiB) | largest message (and frame) a client may send, in bytes; a larger one closes the socket with code 1009 |
+//! | `websocket_max_in_flight` | 16 | requests of one socket running at once; while that many run, the socket is not read (backpressure) |
+//! | `websocket_send_queue` | 256 | frames (replies and pushes) waiting to be written to one socket; a client that lets it fill up is not reading, and its socket is closed |
+//! | `websocket_allowed_origins` | any | a list of origins (`["https://app.example.com"]`); when set, an upgrade whose `Origin` header is another gets 403 (a request without `Origin`, from no browser, is let in) |
+//!
+//! `shimeji_websocket_closed_total{reason}` counts sockets closed, by
+//! reason: `client`, `message_too_large`, `slow_consumer`, `protocol_error`.
+//! A push to a socket that was closed returns false.
+//!
 //! ```
 //! use shimeji::prelude::*;
 //! use shimeji::http::WebSocketHub;
@@ -43,15 +57,45 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
 
 use crate::dependency::{Dependency, DependencyError, SetupContext};
 
 /// Every open socket and every channel's subscribers, for one runner.
 #[derive(Default)]
 pub(crate) struct Hub {
-    sockets: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
+    sockets: Mutex<HashMap<String, Outbox>>,
     channels: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+/// A socket's way out: a bounded queue of frames, and the token that
+/// closes the socket when the queue is full (its client does not read).
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    frames: mpsc::Sender<String>,
+    overflow: CancellationToken,
+}
+
+impl Outbox {
+    /// An outbox over `frames`; a frame that does not fit cancels `overflow`.
+    pub(crate) fn new(frames: mpsc::Sender<String>, overflow: CancellationToken) -> Self {
+        Outbox { frames, overflow }
+    }
+
+    /// Queues `frame` without waiting. False when the socket is gone, or
+    /// its queue is full: then the socket is closed (a client that does
+    /// not read gets nothing more, and holds no more memory).
+    pub(crate) fn push(&self, frame: String) -> bool {
+        match self.frames.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.overflow.cancel();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,8 +108,8 @@ pub(crate) fn event_frame(event: &str, data: Value) -> String {
 }
 
 impl Hub {
-    pub(crate) fn register(&self, socket_id: &str, tx: mpsc::UnboundedSender<String>) {
-        lock(&self.sockets).insert(socket_id.to_string(), tx);
+    pub(crate) fn register(&self, socket_id: &str, outbox: Outbox) {
+        lock(&self.sockets).insert(socket_id.to_string(), outbox);
     }
 
     pub(crate) fn unregister(&self, socket_id: &str) {
@@ -79,7 +123,7 @@ impl Hub {
     fn send(&self, socket_id: &str, frame: String) -> bool {
         lock(&self.sockets)
             .get(socket_id)
-            .is_some_and(|tx| tx.send(frame).is_ok())
+            .is_some_and(|outbox| outbox.push(frame))
     }
 }
 

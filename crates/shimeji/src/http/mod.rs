@@ -42,7 +42,11 @@
 //! 404, malformed JSON 400, a path parameter of the wrong type 400.
 //!
 //! The WebSocket hub (see [`WebSocketHub`]) answers on `/ws` when a service
-//! is marked `#[service(name = "…", websocket)]`.
+//! is marked `#[service(name = "…", websocket)]`. Its sockets are bounded:
+//! messages by `websocket_max_message_size` (default `max_body_size`),
+//! requests running at once per socket by `websocket_max_in_flight` (16),
+//! frames waiting to be written per socket by `websocket_send_queue` (256);
+//! `websocket_allowed_origins` refuses upgrades from other origins (403).
 
 use axum::http::StatusCode;
 use serde_json::json;
@@ -100,6 +104,10 @@ pub(crate) fn edge_context(headers: &HeaderMap) -> (crate::WorkerContext, Header
 
 /// Default `max_body_size`: 2 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
+/// Default `websocket_max_in_flight`: requests of one socket running at once.
+pub const DEFAULT_WEBSOCKET_MAX_IN_FLIGHT: usize = 16;
+/// Default `websocket_send_queue`: frames waiting to be written to one socket.
+pub const DEFAULT_WEBSOCKET_SEND_QUEUE: usize = 256;
 /// Default `WEB_SERVER_ADDRESS`.
 pub const DEFAULT_WEB_SERVER_ADDRESS: &str = "0.0.0.0:8000";
 

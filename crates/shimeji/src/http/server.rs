@@ -1,8 +1,8 @@
 //! The one web server a runner shares between its services.
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::routing::{get, on, MethodFilter};
 use axum::Router;
 use futures::future::BoxFuture;
@@ -10,14 +10,63 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{event_frame, Hub};
+use super::hub::{event_frame, Hub, Outbox};
 use super::{error_body, HttpRouteSpec, Request, Response};
 use crate::client::Client;
+use crate::config::{Config, ConfigError};
 use crate::context::{self, WorkerContext};
 use crate::error::RemoteError;
+use crate::metrics::WebSocketClose;
+
+/// How long a socket closed for a bad message may take to say so.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What bounds the web server: request bodies and WebSockets (see the
+/// [hub's docs](super::WebSocketHub) for the keys).
+#[derive(Debug, Clone)]
+pub(crate) struct WebLimits {
+    /// `max_body_size`.
+    pub(crate) max_body: usize,
+    /// `websocket_max_message_size`.
+    pub(crate) max_message: usize,
+    /// `websocket_max_in_flight`.
+    pub(crate) max_in_flight: usize,
+    /// `websocket_send_queue`.
+    pub(crate) send_queue: usize,
+    /// `websocket_allowed_origins`; `None`: any.
+    pub(crate) allowed_origins: Option<Vec<String>>,
+}
+
+impl WebLimits {
+    /// The limits `config` sets, each at least 1.
+    pub(crate) fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let at_least_one = |key: &str, default: usize| -> Result<usize, ConfigError> {
+            match config.get::<usize>(key)?.unwrap_or(default) {
+                0 => Err(ConfigError {
+                    key: key.into(),
+                    message: "must be at least 1".into(),
+                }),
+                n => Ok(n),
+            }
+        };
+        let max_body = at_least_one("max_body_size", super::DEFAULT_MAX_BODY_SIZE)?;
+        Ok(WebLimits {
+            max_body,
+            max_message: at_least_one("websocket_max_message_size", max_body)?,
+            max_in_flight: at_least_one(
+                "websocket_max_in_flight",
+                super::DEFAULT_WEBSOCKET_MAX_IN_FLIGHT,
+            )?,
+            send_queue: at_least_one("websocket_send_queue", super::DEFAULT_WEBSOCKET_SEND_QUEUE)?,
+            allowed_origins: config.get::<Vec<String>>("websocket_allowed_origins")?,
+        })
+    }
+}
 
 /// What serves a service's HTTP routes: its container.
 pub(crate) trait HttpHandler: Send + Sync {
@@ -57,7 +106,7 @@ impl WebApp {
         self.routes.is_empty() && self.websocket_services.is_empty()
     }
 
-    fn router(self, hub: Arc<Hub>, client: Client, max_body: usize) -> Result<Router, String> {
+    fn router(self, hub: Arc<Hub>, client: Client, limits: WebLimits) -> Result<Router, String> {
         let mut seen: Vec<(&str, &str, &str)> = Vec::new();
         let mut router = Router::new();
         for (service, spec, handler) in self.routes {
@@ -87,6 +136,7 @@ impl WebApp {
                 hub,
                 client,
                 services: self.websocket_services,
+                limits: limits.clone(),
             });
             router = router.route("/ws", get(upgrade).with_state(state));
         }
@@ -98,7 +148,7 @@ impl WebApp {
                     &format!("no route for {method} {}", uri.path()),
                 )
             })
-            .layer(DefaultBodyLimit::max(max_body)))
+            .layer(DefaultBodyLimit::max(limits.max_body)))
     }
 }
 
@@ -107,12 +157,12 @@ impl WebApp {
 pub(crate) async fn serve(
     app: WebApp,
     address: &str,
-    max_body: usize,
+    limits: WebLimits,
     hub: Arc<Hub>,
     client: Client,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
-    let router = app.router(hub, client, max_body)?;
+    let router = app.router(hub, client, limits)?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on WEB_SERVER_ADDRESS {address}: {e}"))?;
@@ -133,10 +183,33 @@ struct WsState {
     hub: Arc<Hub>,
     client: Client,
     services: Vec<&'static str>,
+    limits: WebLimits,
 }
 
-async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<WsState>>) -> Response {
-    ws.on_upgrade(move |socket| run_socket(socket, state))
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    State(state): State<Arc<WsState>>,
+) -> Response {
+    if let (Some(allowed), Some(origin)) =
+        (&state.limits.allowed_origins, headers.get(header::ORIGIN))
+    {
+        let origin = String::from_utf8_lossy(origin.as_bytes());
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&origin)) {
+            tracing::warn!(%origin, "WebSocket upgrade from an origin not allowed: refused");
+            return error_body(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "this origin may not open a WebSocket here",
+            );
+        }
+    }
+    let max = state.limits.max_message;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        // One message in the write buffer at most: the send queue is the bound.
+        .max_write_buffer_size(max.saturating_add(128 * 1024))
+        .on_upgrade(move |socket| run_socket(socket, state))
 }
 
 fn result_frame(correlation_id: &Value, outcome: Result<Value, RemoteError>) -> String {
@@ -147,36 +220,115 @@ fn result_frame(correlation_id: &Value, outcome: Result<Value, RemoteError>) -> 
     .to_string()
 }
 
+/// Why reading failed: tungstenite reports a message over the limit as a
+/// capacity error, a vanished client as an I/O error or a reset.
+fn read_failure(error: &axum::Error) -> WebSocketClose {
+    let text = error.to_string();
+    if text.starts_with("Space limit exceeded") {
+        WebSocketClose::MessageTooLarge
+    } else if text.starts_with("IO error")
+        || text.starts_with("Connection closed normally")
+        || text.starts_with("Trying to work with closed connection")
+        || text.contains("Connection reset without closing handshake")
+    {
+        WebSocketClose::Client
+    } else {
+        WebSocketClose::ProtocolError
+    }
+}
+
+/// Serves one socket: reads requests while fewer than
+/// `websocket_max_in_flight` run, queues replies and pushes in its bounded
+/// send queue, and closes it when a message is too large, the queue is
+/// full, or the client goes.
 async fn run_socket(socket: WebSocket, state: Arc<WsState>) {
     let socket_id = crate::context::new_uuid().to_string();
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    state.hub.register(&socket_id, tx.clone());
+    let (tx, mut rx) = mpsc::channel::<String>(state.limits.send_queue);
+    // Cancelled when the send queue overflows.
+    let overflow = CancellationToken::new();
+    let outbox = Outbox::new(tx, overflow.clone());
+    state.hub.register(&socket_id, outbox.clone());
     let (mut sink, mut stream) = socket.split();
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if sink.send(Message::Text(frame.into())).await.is_err() {
-                return;
+    let stop_writing = CancellationToken::new();
+    let writer = tokio::spawn({
+        let stop = stop_writing.clone();
+        async move {
+            loop {
+                let frame = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    frame = rx.recv() => match frame {
+                        Some(frame) => frame,
+                        None => break,
+                    },
+                };
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    sent = sink.send(Message::Text(frame.into())) => if sent.is_err() { break },
+                }
             }
+            sink
         }
     });
-    let _ = tx.send(event_frame("connected", json!({ "socket_id": socket_id })));
-    while let Some(Ok(message)) = stream.next().await {
-        let text = match message {
-            Message::Text(text) => text.to_string(),
-            Message::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        let state = state.clone();
-        let tx = tx.clone();
-        let socket_id = socket_id.clone();
-        tokio::spawn(async move {
-            let frame = handle_frame(&state, &socket_id, &text).await;
-            let _ = tx.send(frame);
-        });
-    }
+    outbox.push(event_frame("connected", json!({ "socket_id": socket_id })));
+    let max_in_flight = state.limits.max_in_flight;
+    let mut running: JoinSet<String> = JoinSet::new();
+    let reason = loop {
+        tokio::select! {
+            biased;
+            _ = overflow.cancelled() => break WebSocketClose::SlowConsumer,
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                // A request task that panicked already answered nothing:
+                // the client sees no reply for it, as for a lost call.
+                if let Ok(frame) = done {
+                    if !outbox.push(frame) {
+                        break if overflow.is_cancelled() {
+                            WebSocketClose::SlowConsumer
+                        } else {
+                            WebSocketClose::Client
+                        };
+                    }
+                }
+            }
+            message = stream.next(), if running.len() < max_in_flight => {
+                let text = match message {
+                    None | Some(Ok(Message::Close(_))) => break WebSocketClose::Client,
+                    Some(Err(error)) => {
+                        let reason = read_failure(&error);
+                        if reason != WebSocketClose::Client {
+                            tracing::warn!(%error, "WebSocket closed");
+                        }
+                        break reason;
+                    }
+                    Some(Ok(Message::Text(text))) => text.to_string(),
+                    Some(Ok(Message::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Some(Ok(_)) => continue,
+                };
+                let state = state.clone();
+                let socket_id = socket_id.clone();
+                running.spawn(async move { handle_frame(&state, &socket_id, &text).await });
+            }
+        }
+    };
     state.hub.unregister(&socket_id);
-    writer.abort();
+    // Requests still running finish; their replies have nowhere to go.
+    running.detach_all();
+    stop_writing.cancel();
+    let close = match reason {
+        WebSocketClose::MessageTooLarge => Some((1009, "message too large")),
+        WebSocketClose::ProtocolError => Some((1002, "protocol error")),
+        // A client that does not read would not read this either.
+        WebSocketClose::SlowConsumer | WebSocketClose::Client => None,
+    };
+    if let (Ok(mut sink), Some((code, why))) = (writer.await, close) {
+        let frame = CloseFrame {
+            code,
+            reason: why.into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+    }
+    crate::metrics::websocket_closed(reason);
 }
 
 /// One client frame: `{"method": "service.method", "data": {…}, "correlation_id": …}`.
