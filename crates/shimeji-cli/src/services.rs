@@ -71,7 +71,11 @@ impl Management {
                 "--management-url is scheme://host[:port] only, e.g. https://rabbit:15671".into(),
             );
         }
-        let default_port = if tls { MANAGEMENT_TLS_PORT } else { MANAGEMENT_PORT };
+        let default_port = if tls {
+            MANAGEMENT_TLS_PORT
+        } else {
+            MANAGEMENT_PORT
+        };
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
             let (host, after) = bracketed
                 .split_once(']')
@@ -497,7 +501,12 @@ mod tests {
         // The userinfo ends at the last `@`, whatever the password holds.
         let b = Broker::parse("amqps://app:p/a@ss:x@rabbit:5671/vh").unwrap();
         assert_eq!(
-            (b.tls, b.password.as_str(), b.host.as_str(), b.vhost.as_str()),
+            (
+                b.tls,
+                b.password.as_str(),
+                b.host.as_str(),
+                b.vhost.as_str()
+            ),
             (true, "p/a@ss:x", "rabbit", "vh")
         );
         assert!(!format!("{b:?}").contains("p/a@ss"), "{b:?}");
@@ -554,9 +563,16 @@ mod tests {
         let management = Management::parse(&format!("https://localhost:{port}")).unwrap();
         let err = management_queues(&broker, &management).unwrap_err();
         let first = server.join().unwrap();
-        assert_eq!(first.first(), Some(&0x16), "a TLS handshake record: {first:?}");
+        assert_eq!(
+            first.first(),
+            Some(&0x16),
+            "a TLS handshake record: {first:?}"
+        );
         let text = String::from_utf8_lossy(&first);
-        assert!(!text.contains("GET") && !text.contains("Authorization"), "{text}");
+        assert!(
+            !text.contains("GET") && !text.contains("Authorization"),
+            "{text}"
+        );
         assert!(!text.contains(&base64(b"app:s3cret")), "{text}");
         assert!(!err.contains("s3cret"), "{err}");
     }

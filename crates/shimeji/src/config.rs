@@ -177,12 +177,7 @@ impl Config {
         fn hide(key: &str, value: &Value) -> Value {
             let lower = key.to_ascii_lowercase();
             match value {
-                _ if SECRET_WORDS
-                    .iter()
-                    .any(|w| lower.contains(w)) =>
-                {
-                    Value::String("***".into())
-                }
+                _ if SECRET_WORDS.iter().any(|w| lower.contains(w)) => Value::String("***".into()),
                 Value::String(s) if s.contains("://") => Value::String(redact_uri(s)),
                 Value::Array(items) => Value::Array(items.iter().map(|v| hide(key, v)).collect()),
                 Value::Object(map) => {
@@ -572,10 +567,16 @@ mod tests {
     #[test]
     fn redact_uri_hides_any_password() {
         let cases = [
-            ("amqp://guest:s3cret@rabbit:5672/", "amqp://guest:***@rabbit:5672/"),
+            (
+                "amqp://guest:s3cret@rabbit:5672/",
+                "amqp://guest:***@rabbit:5672/",
+            ),
             ("amqp://u:p/a@ss@host/vhost", "amqp://u:***@host/vhost"),
             ("amqp://u:pa/ss@host", "amqp://u:***@host"),
-            ("amqps://u:p%2Fss@host:5671/%2F", "amqps://u:***@host:5671/%2F"),
+            (
+                "amqps://u:p%2Fss@host:5671/%2F",
+                "amqps://u:***@host:5671/%2F",
+            ),
             ("amqp://u:a:b:c@host/", "amqp://u:***@host/"),
             ("amqp://u:@host/", "amqp://u:***@host/"),
             ("amqp://user@host/v", "amqp://user@host/v"),
@@ -600,7 +601,10 @@ mod tests {
     fn debug_hides_secrets() {
         let config = Config::new()
             .set("AMQP_URI", format!("amqp://app:{PASSWORD}@host/"))
-            .set("db", serde_json::json!({"urls": [format!("postgres://app:{PASSWORD}@db/x")]}))
+            .set(
+                "db",
+                serde_json::json!({"urls": [format!("postgres://app:{PASSWORD}@db/x")]}),
+            )
             .set("api_key", PASSWORD);
         assert_hidden(&format!("{config:?}"));
         assert_hidden(&format!("{config:#?}"));
