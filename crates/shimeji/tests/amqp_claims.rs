@@ -167,9 +167,7 @@ async fn a_custom_rpc_exchange_works_end_to_end() {
         .filter(|l| l.contains("\trpc-claims_exchanged\t"))
         .collect();
     assert!(
-        to_queue
-            .iter()
-            .any(|l| *l == "claims-rpc\trpc-claims_exchanged\tclaims_exchanged.*"),
+        to_queue.contains(&"claims-rpc\trpc-claims_exchanged\tclaims_exchanged.*"),
         "{bindings}"
     );
     assert!(
