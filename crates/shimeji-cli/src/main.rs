@@ -129,6 +129,12 @@ struct ServicesArgs {
     /// Print a JSON array of `{"service": …, "consumers": …}` instead of names.
     #[arg(long)]
     json: bool,
+    /// The management API to ask, `https://host:port` (or `http://…`: the
+    /// broker's password then crosses the network in clear). Default: for
+    /// amqps://, https://<host>:15671; for amqp:// on this machine,
+    /// http://<host>:15672; otherwise none (rabbitmqctl is asked).
+    #[arg(long, value_name = "URL")]
+    management_url: Option<String>,
 }
 
 /// Why a command failed; each kind has its exit status.
@@ -222,7 +228,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Services(args) => {
             let config = with_broker(config)?;
             let uri = config.amqp_uri().unwrap_or_else(|| DEFAULT_BROKER.into());
-            let found = services::list(&uri).map_err(|e| Failure::Other(EXIT_CONNECT, e))?;
+            let found = services::list(&uri, args.management_url.as_deref())
+                .map_err(|e| Failure::Other(EXIT_CONNECT, e))?;
             if args.json {
                 let list: Vec<Value> = found
                     .iter()

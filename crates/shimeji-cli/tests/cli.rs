@@ -239,6 +239,17 @@ fn cannot_connect_exits_3_without_the_password() {
     assert!(!out.stderr.contains("s3cret"), "{out:?}");
 }
 
+/// With neither `--broker` nor `AMQP_URI`, the command talks to
+/// `amqp://guest:guest@localhost` (vhost `/`): the broker answers that the
+/// service does not exist.
+#[test]
+fn the_default_broker_is_guest_at_localhost() {
+    support::require_broker();
+    let out = shimeji(&["call", "cli_no_such_service.hello", "[]", "--timeout", "5"]);
+    assert_eq!(out.code, 1, "the broker was reached and answered: {out:?}");
+    assert!(out.stderr.contains("UnknownService"), "{out:?}");
+}
+
 #[test]
 fn help_works() {
     let out = shimeji(&["--help"]);

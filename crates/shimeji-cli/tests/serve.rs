@@ -94,7 +94,7 @@ async fn serves_until_sigterm() {
         "list_queues",
         "-q",
         "-p",
-        "shimeji-test-cli-serve",
+        uri.rsplit('/').next().unwrap_or("/"),
         "name",
         "consumers",
     ]);

@@ -57,6 +57,17 @@ pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a stopping service waits for its workers.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Words that make a key's value a secret, wherever the key is nested.
+const SECRET_WORDS: [&str; 7] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "credential",
+    "api_key",
+    "apikey",
+];
+
 /// A key with a value of the wrong type.
 #[derive(Debug, thiserror::Error)]
 #[error("config key `{key}` has a bad value: {message}")]
@@ -68,9 +79,20 @@ pub struct ConfigError {
 }
 
 /// The runner's configuration: a map of keys to JSON values.
-#[derive(Debug, Clone, Default)]
+///
+/// Its `Debug` shows [`Config::redacted`]: no password reaches a log line
+/// through `{:?}`.
+#[derive(Clone, Default)]
 pub struct Config {
     values: Map<String, Value>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("values", &self.redacted())
+            .finish()
+    }
 }
 
 impl Config {
@@ -156,18 +178,15 @@ impl Config {
     }
 
     /// Every key and value, secrets hidden: the password in `AMQP_URI` and
-    /// any key whose name says password, secret or token.
+    /// in any other URI (see [`redact_uri`]), and the value of any key whose
+    /// name says password, passwd, secret, token, credential or api key.
     pub fn redacted(&self) -> Map<String, Value> {
         fn hide(key: &str, value: &Value) -> Value {
             let lower = key.to_ascii_lowercase();
             match value {
-                _ if ["password", "secret", "token"]
-                    .iter()
-                    .any(|w| lower.contains(w)) =>
-                {
-                    Value::String("***".into())
-                }
+                _ if SECRET_WORDS.iter().any(|w| lower.contains(w)) => Value::String("***".into()),
                 Value::String(s) if s.contains("://") => Value::String(redact_uri(s)),
+                Value::Array(items) => Value::Array(items.iter().map(|v| hide(key, v)).collect()),
                 Value::Object(map) => {
                     Value::Object(map.iter().map(|(k, v)| (k.clone(), hide(k, v))).collect())
                 }
@@ -319,29 +338,30 @@ fn substitute(key: &str, value: &mut Value) -> Result<(), ConfigError> {
 
 /// A broker address with its password hidden, fit for a log line.
 ///
+/// Everything before the last `@` of the address is taken as userinfo,
+/// whatever characters it holds: a password with `/`, `@`, `:` or `%2F` in
+/// it (generated passwords often do) is hidden whole, even where a URI
+/// parser would read part of it as a host or a path. The user name (up to
+/// the first `:`) stays; an address with an `@` in its path or query loses
+/// more than its password rather than risk showing one.
+///
 /// ```
 /// use shimeji::config::redact_uri;
 /// assert_eq!(redact_uri("amqp://guest:s3cret@rabbit:5672/"), "amqp://guest:***@rabbit:5672/");
+/// assert_eq!(redact_uri("amqp://u:p/a@ss@host/vhost"), "amqp://u:***@host/vhost");
 /// assert_eq!(redact_uri("amqp://rabbit"), "amqp://rabbit");
 /// ```
 pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
+    let (scheme, rest) = match uri.find("://") {
+        Some(i) => uri.split_at(i + 3),
+        None => ("", uri),
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return uri.to_string();
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://{user}@{host}{path}")
-            }
-        }
-        None => uri.to_string(),
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}{user}:***@{host}"),
+        None => format!("{scheme}{userinfo}@{host}"),
     }
 }
 
@@ -539,6 +559,63 @@ mod tests {
         assert!(err.message.contains("mapping"));
         let err = Config::from_yaml("a: [\n").unwrap_err();
         assert!(err.message.contains("YAML"), "{err}");
+    }
+
+    /// A password with `/`, `@`, `:` and `%2F`, and each of its pieces.
+    const PASSWORD: &str = "Sx1/Ty2@Uz3%2FVw4:Xq5";
+    const PIECES: [&str; 5] = ["Sx1", "Ty2", "Uz3", "Vw4", "Xq5"];
+
+    fn assert_hidden(shown: &str) {
+        for piece in PIECES {
+            assert!(!shown.contains(piece), "`{piece}` shown in {shown}");
+        }
+    }
+
+    #[test]
+    fn redact_uri_hides_any_password() {
+        let cases = [
+            (
+                "amqp://guest:s3cret@rabbit:5672/",
+                "amqp://guest:***@rabbit:5672/",
+            ),
+            ("amqp://u:p/a@ss@host/vhost", "amqp://u:***@host/vhost"),
+            ("amqp://u:pa/ss@host", "amqp://u:***@host"),
+            (
+                "amqps://u:p%2Fss@host:5671/%2F",
+                "amqps://u:***@host:5671/%2F",
+            ),
+            ("amqp://u:a:b:c@host/", "amqp://u:***@host/"),
+            ("amqp://u:@host/", "amqp://u:***@host/"),
+            ("amqp://user@host/v", "amqp://user@host/v"),
+            ("amqp://host:5672/v", "amqp://host:5672/v"),
+            ("amqp://rabbit", "amqp://rabbit"),
+            ("u:secret@host", "u:***@host"),
+            ("not a uri", "not a uri"),
+        ];
+        for (uri, shown) in cases {
+            assert_eq!(redact_uri(uri), shown, "{uri}");
+        }
+        let uri = format!("amqp://app:{PASSWORD}@127.0.0.1:5672/vh?heartbeat=5");
+        let shown = redact_uri(&uri);
+        assert_hidden(&shown);
+        assert_eq!(shown, "amqp://app:***@127.0.0.1:5672/vh?heartbeat=5");
+        // An `@` in the query hides more than the password, never less.
+        let shown = redact_uri(&format!("amqp://app:{PASSWORD}@host/v?x=a@b"));
+        assert_hidden(&shown);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let config = Config::new()
+            .set("AMQP_URI", format!("amqp://app:{PASSWORD}@host/"))
+            .set(
+                "db",
+                serde_json::json!({"urls": [format!("postgres://app:{PASSWORD}@db/x")]}),
+            )
+            .set("api_key", PASSWORD);
+        assert_hidden(&format!("{config:?}"));
+        assert_hidden(&format!("{config:#?}"));
+        assert!(format!("{config:?}").contains("amqp://app:***@host/"));
     }
 
     #[test]

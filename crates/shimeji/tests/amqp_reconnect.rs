@@ -2,7 +2,9 @@
 //! close_all_connections`) and after a full `stop_app` / `start_app`:
 //! services and clients come back, and no call hangs past its timeout.
 //!
-//! One test, run step by step: both faults hit the whole broker.
+//! One test, run step by step: both faults hit the whole broker. The broker
+//! is stopped through a guard that starts it again however the test ends;
+//! a second test proves the guard does (the two never run at once).
 
 mod support;
 
@@ -44,12 +46,37 @@ async fn until_serving(client: &SteadyClient, within: Duration) -> Duration {
     }
 }
 
-fn vhost(uri: &str) -> String {
-    uri.rsplit('/').next().unwrap_or("/").to_string()
+use support::vhost;
+
+/// Both tests stop the whole broker: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn a_failing_step_leaves_the_broker_running() {
+    let _serial = SERIAL.lock().await;
+    support::require_broker();
+    let failed = std::thread::spawn(|| {
+        let _stopped = support::stop_broker();
+        panic!("a step fails while the broker is stopped");
+    })
+    .join();
+    assert!(failed.is_err(), "the step was meant to fail");
+    // Up again, and serving AMQP: a connection opens.
+    support::require_broker();
+    let uri = support::amqp_uri("amqp_reconnect");
+    let transport = tokio::time::timeout(
+        Duration::from_secs(20),
+        AmqpTransport::connect(AmqpSettings::new(uri), "reconnect-guard-check"),
+    )
+    .await
+    .expect("the broker answers again")
+    .expect("the broker accepts connections again");
+    transport.close().await;
 }
 
 #[tokio::test]
 async fn services_and_clients_reconnect_after_the_broker_drops_them() {
+    let _serial = SERIAL.lock().await;
     let uri = support::amqp_uri("amqp_reconnect");
     // The service and the client on separate connections, as in two processes.
     let service = ServiceRunner::with_config(Config::new().set("AMQP_URI", uri.clone()))
@@ -111,7 +138,7 @@ async fn services_and_clients_reconnect_after_the_broker_drops_them() {
     //    service is not ready; once reconnected, it is again.
     let health = service.health();
     assert!(health.readiness().ready, "{:?}", health.readiness());
-    support::ctl(&["stop_app"]);
+    let stopped = support::stop_broker();
     let down = client
         .with_timeout(Duration::from_millis(300))
         .echo(2)
@@ -128,8 +155,7 @@ async fn services_and_clients_reconnect_after_the_broker_drops_them() {
     let readiness = health.readiness();
     assert!(!readiness.transport_connected, "{readiness:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    support::ctl(&["start_app"]);
-    support::ctl(&["await_startup"]);
+    drop(stopped); // starts the broker again and waits for it
     let took = until_serving(&client, Duration::from_secs(30)).await;
     eprintln!("serving again {took:?} after start_app");
     assert_eq!(client.echo(3).await.unwrap(), 3);

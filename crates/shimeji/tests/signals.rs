@@ -1,9 +1,17 @@
 //! Graceful stop on SIGTERM and on Ctrl-C (SIGINT), in a child process: the
 //! call in flight when the signal comes completes, then the services stop.
 //!
+//! The child prints what happens in order: `started` (the call is in its
+//! worker), `draining` (the signal was taken: the stage turned to draining),
+//! the call's `reply`, then `stopped`. A drain is proven by that order: the
+//! call started before the signal and answered after the drain began. A
+//! signal taken only once the call was over, or a stop that does not wait
+//! for it, breaks the order.
+//!
 //! The test re-runs its own binary as the child, selected by an environment
 //! variable.
 
+use shimeji::health::Stage;
 use shimeji::prelude::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -12,18 +20,24 @@ use std::time::Duration;
 
 const CHILD: &str = "SHIMEJI_SIGNAL_TEST_CHILD";
 
+/// Told when the slow call is in its worker.
+static STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 struct Slow;
 
 #[service(name = "slow")]
 impl Slow {
     #[rpc]
     async fn work(&self, millis: u64) -> u64 {
+        println!("started");
+        STARTED.notify_one();
         tokio::time::sleep(Duration::from_millis(millis)).await;
         millis
     }
 }
 
-/// The child: serve, start a slow call, say "ready", wait for the signal.
+/// The child: serve, start a slow call, say "ready" once it runs, wait for
+/// the signal; say "draining" when the stage turns to draining.
 fn child() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -33,12 +47,19 @@ fn child() {
             .await
             .unwrap();
         let client: SlowClient = running.client();
+        let health = running.health();
         let call = tokio::spawn(async move {
             let reply = client.work(1_000).await;
             println!("reply: {reply:?}");
         });
+        STARTED.notified().await;
+        tokio::spawn(async move {
+            while health.stage() == Stage::Serving {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            println!("draining");
+        });
         let serving = tokio::spawn(running.run_until_signal());
-        tokio::time::sleep(Duration::from_millis(100)).await;
         println!("ready");
         serving.await.unwrap();
         println!("stopped");
@@ -46,15 +67,27 @@ fn child() {
     });
 }
 
+/// The child process, killed if the test fails before it exits.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn parent(test_name: &str, signal: &str) {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().unwrap();
+    let mut child = Killed(
+        Command::new(exe)
+            .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the child"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -66,28 +99,39 @@ fn parent(test_name: &str, signal: &str) {
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(line) if line.ends_with("ready") => break,
             Ok(line) => lines.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("the child never got ready ({e}): {lines:?}");
-            }
+            Err(e) => panic!("the child never got ready ({e}): {lines:?}"),
         }
     }
     assert!(
-        !lines.iter().any(|l| l.starts_with("reply")),
-        "the call must still be in flight when the signal comes: {lines:?}"
+        lines.iter().any(|l| l.ends_with("started")) && !lines.iter().any(|l| l.contains("reply")),
+        "the call must be in its worker, unanswered, when the signal comes: {lines:?}"
     );
     let status = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.0.id().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
         lines.push(line);
     }
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
     assert!(exit.success(), "child exited with {exit}: {lines:?}");
-    let reply = lines.iter().position(|l| l == "reply: Ok(1000)");
-    let stopped = lines.iter().position(|l| l == "stopped");
+    // libtest may print its own words before the child's first line.
+    let at = |line: &str| lines.iter().position(|l| l.ends_with(line));
+    let (started, draining, reply, stopped) = (
+        at("started"),
+        at("draining"),
+        at("reply: Ok(1000)"),
+        at("stopped"),
+    );
+    assert!(
+        matches!((started, draining), (Some(s), Some(d)) if s < d),
+        "the signal must come while the call runs: {lines:?}"
+    );
+    assert!(
+        matches!((draining, reply), (Some(d), Some(r)) if d < r),
+        "the call must answer after the drain began: {lines:?}"
+    );
     assert!(
         matches!((reply, stopped), (Some(r), Some(s)) if r < s),
         "the call in flight must complete before the stop returns: {lines:?}"

@@ -1,7 +1,12 @@
 //! The Nameko wire format, checked against messages captured from Nameko
-//! 2.14.1 on RabbitMQ (`tests/vectors/`, frame bytes included): shimeji
-//! decodes what Nameko sends, and encodes properties byte for byte as
-//! Nameko does.
+//! 2.14.1 on RabbitMQ (`tests/vectors/`, frame bytes included; its README
+//! says how they were captured): shimeji decodes what Nameko sends, and
+//! encodes properties byte for byte as Nameko does.
+//!
+//! Nameko publishes its replies persistent; shimeji does so with
+//! `persistent_replies: true`, and by default publishes them transient,
+//! every other property the same. Both encodings are checked here; the
+//! `amqp_claims` tests check that the transport really sends each.
 
 use amqprs::BasicProperties;
 use serde_json::Value;
@@ -34,6 +39,7 @@ fn publishes() -> Vec<Captured> {
         .expect("vectors")
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
     for path in files {
@@ -174,13 +180,31 @@ fn replies_decode_and_encode_as_nameko_does() {
                 assert_eq!(&ours, expected, "{}", c.file);
             }
         }
-        let ours = wire::properties(None, captured.correlation_id().map(String::as_str), None);
+        let correlation_id = captured.correlation_id().map(String::as_str);
+        // `persistent_replies: true`: byte for byte what Nameko sends.
+        assert_eq!(captured.delivery_mode(), Some(2), "{}", c.file);
+        let persistent =
+            wire::properties_with_mode(wire::delivery_mode(true), None, correlation_id, None);
         assert_eq!(
-            amqp_serde::to_bytes(&ours).unwrap(),
+            amqp_serde::to_bytes(&persistent).unwrap(),
             c.props_bytes,
-            "{}: reply properties",
+            "{}: persistent reply properties",
             c.file
         );
+        // The default: the same properties, delivery mode 1 (transient).
+        let transient =
+            wire::properties_with_mode(wire::delivery_mode(false), None, correlation_id, None);
+        let mut expected = captured.clone();
+        let expected = expected.with_delivery_mode(1).finish();
+        assert_eq!(
+            amqp_serde::to_bytes(&transient).unwrap(),
+            amqp_serde::to_bytes(&expected).unwrap(),
+            "{}: transient reply properties",
+            c.file
+        );
+        let decoded: BasicProperties =
+            amqp_serde::from_bytes(&amqp_serde::to_bytes(&transient).unwrap()).unwrap();
+        assert_eq!(decoded.delivery_mode(), Some(1), "{}", c.file);
         seen += 1;
     }
     assert!(seen >= 10, "{seen} replies");

@@ -1,5 +1,9 @@
 //! Shared by the tests that need RabbitMQ: a virtual host of each test
-//! binary's own, and a clear failure when no broker is reachable.
+//! binary's run, and a clear failure when no broker is reachable.
+//!
+//! A run's virtual host is `<prefix>-<pid>-<random>`, so two runs on one
+//! broker never share (or delete) one; it is deleted when the binary exits,
+//! whether its tests passed or failed.
 #![allow(dead_code)]
 
 use std::net::TcpStream;
@@ -36,15 +40,38 @@ pub fn require_broker() {
     }
 }
 
-/// An AMQP URI on virtual host `vhost`, created fresh (anything an earlier
-/// run left is deleted with it).
-pub fn fresh_vhost(vhost: &str) -> String {
+/// An AMQP URI on a virtual host of this run, `<prefix>-<pid>-<random>`,
+/// deleted when the test binary exits.
+pub fn fresh_vhost(prefix: &str) -> String {
+    extern "C" {
+        fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+    }
+    static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn delete_created() {
+        let vhosts = std::mem::take(&mut *CREATED.lock().unwrap_or_else(|p| p.into_inner()));
+        for vhost in vhosts {
+            let _ = Command::new("rabbitmqctl")
+                .args(["delete_vhost", &vhost])
+                .output();
+        }
+    }
     require_broker();
-    let _ = Command::new("rabbitmqctl")
-        .args(["delete_vhost", vhost])
-        .output();
-    ctl(&["add_vhost", vhost]);
-    ctl(&["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]);
+    let vhost = format!(
+        "{prefix}-{}-{:08x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    ctl(&["add_vhost", &vhost]);
+    ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    let mut created = CREATED.lock().unwrap_or_else(|p| p.into_inner());
+    if created.is_empty() {
+        // SAFETY: registers a plain function with no arguments, once per
+        // process; libtest's exit (pass or fail) runs it.
+        unsafe { atexit(delete_created) };
+    }
+    created.push(vhost.clone());
     format!("amqp://guest:guest@{BROKER}/{vhost}")
 }
 

@@ -1,5 +1,16 @@
-//! Shared by the tests that need RabbitMQ: a fresh virtual host per test
-//! binary, and a clear failure when no broker is reachable.
+//! Shared by the tests that need RabbitMQ: a virtual host of each test
+//! binary's run, deleted when the run ends, and a clear failure when no
+//! broker is reachable.
+//!
+//! A run's virtual host is `shimeji-test-<binary>-<pid>-<random>`: two runs
+//! on one broker (two checkouts, two CI jobs) never share one, so neither
+//! deletes what the other is using. It is deleted when the test binary
+//! exits, whether its tests passed or failed. A run killed before it could
+//! (SIGKILL, a crash) leaves its vhost behind; the next run deletes every
+//! such `shimeji-test-*-<pid>-*` vhost whose process no longer exists on
+//! this machine and that has no connection. Vhosts in the older form
+//! `shimeji-test-<binary>` cannot be told apart from a live run's and are
+//! left alone: `rabbitmqctl delete_vhost` them by hand.
 #![allow(dead_code)]
 
 use std::net::TcpStream;
@@ -43,23 +54,113 @@ pub fn require_broker() {
     }
 }
 
-/// An AMQP URI on a virtual host of this test binary's own, created fresh
-/// (and emptied of anything an earlier run left) on first use.
+/// An AMQP URI on a virtual host of this test binary's run, created on
+/// first use and deleted when the binary exits.
 pub fn amqp_uri(binary: &str) -> String {
     static VHOSTS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
         OnceLock::new();
     require_broker();
-    let map = VHOSTS.get_or_init(Default::default);
+    let map = VHOSTS.get_or_init(|| {
+        delete_stale_vhosts();
+        Default::default()
+    });
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     map.entry(binary.to_string())
         .or_insert_with(|| {
-            let vhost = format!("shimeji-test-{binary}");
-            let _ = rabbitmqctl(&["delete_vhost", &vhost]);
+            let vhost = format!(
+                "shimeji-test-{binary}-{}-{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            );
             ctl(&["add_vhost", &vhost]);
             ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+            delete_at_exit(&vhost);
             format!("amqp://guest:guest@{BROKER}/{vhost}")
         })
         .clone()
+}
+
+/// The virtual hosts this process created, deleted at exit.
+fn created() -> &'static std::sync::Mutex<Vec<String>> {
+    static CREATED: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    CREATED.get_or_init(Default::default)
+}
+
+fn delete_at_exit(vhost: &str) {
+    extern "C" {
+        fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+    }
+    extern "C" fn delete_created() {
+        let vhosts = std::mem::take(&mut *created().lock().unwrap_or_else(|p| p.into_inner()));
+        for vhost in vhosts {
+            let _ = rabbitmqctl(&["delete_vhost", &vhost]);
+        }
+    }
+    let mut vhosts = created().lock().unwrap_or_else(|p| p.into_inner());
+    if vhosts.is_empty() {
+        // SAFETY: registers a plain function with no arguments, once per
+        // process; libtest's exit (pass or fail) runs it.
+        unsafe { atexit(delete_created) };
+    }
+    vhosts.push(vhost.to_string());
+}
+
+/// The process id in a run's vhost name, `shimeji-test-<binary>-<pid>-<hex>`.
+pub fn vhost_pid(vhost: &str) -> Option<u32> {
+    let rest = vhost.strip_prefix("shimeji-test-")?;
+    let (rest, random) = rest.rsplit_once('-')?;
+    if random.len() != 8 || !random.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    rest.rsplit_once('-')?.1.parse().ok()
+}
+
+/// Deletes the vhosts of earlier runs that are provably over: their process
+/// is gone from this machine and nothing is connected to them.
+pub fn delete_stale_vhosts() -> Vec<String> {
+    let Ok(vhosts) = rabbitmqctl(&["list_vhosts", "-q", "name"]) else {
+        return Vec::new();
+    };
+    let connected = rabbitmqctl(&["list_connections", "-q", "vhost"]).unwrap_or_default();
+    let mut deleted = Vec::new();
+    for vhost in vhosts.lines().map(str::trim) {
+        let Some(pid) = vhost_pid(vhost) else {
+            continue;
+        };
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let in_use = connected.lines().any(|l| l.trim() == vhost);
+        if !alive && !in_use && rabbitmqctl(&["delete_vhost", vhost]).is_ok() {
+            deleted.push(vhost.to_string());
+        }
+    }
+    deleted
+}
+
+/// The virtual host of an AMQP URI made by [`amqp_uri`].
+pub fn vhost(uri: &str) -> String {
+    uri.rsplit('/').next().unwrap_or("/").to_string()
+}
+
+/// Stops the broker application (`rabbitmqctl stop_app`); the returned
+/// guard starts it again when dropped, however the test ends (a failed
+/// assertion unwinds through it).
+#[must_use = "the broker starts again when the guard is dropped"]
+pub fn stop_broker() -> BrokerStopped {
+    ctl(&["stop_app"]);
+    BrokerStopped(())
+}
+
+/// Starts the broker application again when dropped; see [`stop_broker`].
+pub struct BrokerStopped(());
+
+impl Drop for BrokerStopped {
+    fn drop(&mut self) {
+        let started = rabbitmqctl(&["start_app"]).and_then(|_| rabbitmqctl(&["await_startup"]));
+        if let Err(e) = started {
+            // Panicking while unwinding would abort: say it loudly instead.
+            eprintln!("the broker could not be started again: {e}");
+        }
+    }
 }
 
 /// The queues of a virtual host: (name, messages ready, consumers).
