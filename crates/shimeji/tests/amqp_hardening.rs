@@ -411,3 +411,37 @@ async fn a_reply_with_headers_nested_5000_deep_does_not_kill_the_caller() {
     caller.stop().await;
     service.stop().await;
 }
+
+/// Deletes the test's broker user whatever happens.
+struct UserGuard(String);
+
+impl Drop for UserGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_user", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_with_reserved_characters_works_percent_encoded() {
+    let uri = uri();
+    let vhost = uri.rsplit('/').next().unwrap_or_default().to_string();
+    let user = format!("hardening-{}", std::process::id());
+    let password = "Sx1/Ty2@Uz3:Vw4%Xq5";
+    let _guard = UserGuard(user.clone());
+    let _ = std::process::Command::new("rabbitmqctl")
+        .args(["delete_user", &user])
+        .output();
+    support::ctl(&["add_user", &user, password]);
+    support::ctl(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"]);
+    let encoded = "Sx1%2FTy2%40Uz3%3AVw4%25Xq5";
+    let config = Config::new().set(
+        "AMQP_URI",
+        format!("amqp://{user}:{encoded}@127.0.0.1:5672/{vhost}"),
+    );
+    let running = start(Lane::default(), config).await;
+    let lane: LaneClient = running.client();
+    assert_eq!(lane.fast(5).await.expect("a call as that user"), 5);
+    running.stop().await;
+}

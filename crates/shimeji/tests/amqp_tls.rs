@@ -2,11 +2,10 @@
 //!
 //! Needs the local RabbitMQ's TLS listener on 127.0.0.1:5671, with a test
 //! certificate: `bash .ci/rabbitmq-tls.sh` sets it up (idempotently; `bash
-//! .ci/run` calls it). shimeji checks a broker's certificate against the
-//! webpki (Mozilla) roots, which do not hold the test CA: the test proves
-//! that shimeji speaks TLS to an `amqps://` broker and refuses a certificate
-//! it cannot verify, while a client that trusts the test CA connects to the
-//! same listener.
+//! .ci/run` calls it). By default shimeji checks a broker's certificate
+//! against the webpki (Mozilla) roots, which do not hold the test CA, and
+//! refuses it; told to trust the test CA (`AMQP_SSL: {ca_certs: …}`), it
+//! serves and calls over TLS.
 
 mod support;
 
@@ -82,6 +81,40 @@ async fn amqps_speaks_tls_and_checks_the_certificate() {
         message.contains("certificate") || message.contains("issuer"),
         "a TLS certificate error: {err}"
     );
+
+    // Told to trust the test CA (Nameko's AMQP_SSL), shimeji serves and
+    // calls over TLS end to end.
+    let uri = format!("amqps://guest:guest@localhost:5671/{vhost}");
+    let running = ServiceRunner::with_config(
+        Config::new()
+            .set("AMQP_URI", uri.clone())
+            .set("AMQP_SSL", serde_json::json!({ "ca_certs": ca })),
+    )
+    .service(Tls)
+    .start()
+    .await
+    .expect("amqps:// with the test CA in AMQP_SSL");
+    let probe: TlsClient = running.client();
+    probe.ping().await.expect("a call over TLS");
+    let listing = support::ctl(&["list_connections", "-q", "vhost", "ssl"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with(&vhost) && l.ends_with("true")),
+        "the broker sees a TLS connection on {vhost}: {listing}"
+    );
+    running.stop().await;
+    // A missing CA file is a clear start error.
+    let err = ServiceRunner::with_config(Config::new().set("AMQP_URI", uri).set(
+        "AMQP_SSL",
+        serde_json::json!({ "ca_certs": "/nonexistent/ca.pem" }),
+    ))
+    .service(Tls)
+    .start()
+    .await
+    .err()
+    .expect("a missing CA file fails the start");
+    assert!(err.to_string().contains("AMQP_SSL"), "{err}");
 
     // The same port over plain amqp:// is not AMQP: it fails otherwise.
     let plain = format!("amqp://guest:guest@localhost:5671/{vhost}");

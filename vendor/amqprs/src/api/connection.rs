@@ -514,22 +514,24 @@ impl TryFrom<&str> for OpenConnectionArguments {
         let pu_authority = pu
             .authority()
             .ok_or_else(|| Error::UriError(String::from("Invalid URI authority")))?;
+        // user, password and virtual host are percent-decoded, as the AMQP
+        // URI spec says (`%2F` is `/`)
         let pu_authority_username = pu_authority
             .username()
-            .map(|v| v.as_str())
-            .unwrap_or("guest");
+            .map(|v| percent_decode(v.as_str()))
+            .unwrap_or_else(|| "guest".to_string());
         let pu_authority_password = pu_authority
             .password()
-            .map(|v| v.as_str())
-            .unwrap_or("guest");
+            .map(|v| percent_decode(v.as_str()))
+            .unwrap_or_else(|| "guest".to_string());
 
         // Apply authority
         let host = pu_authority.host().to_string();
         let mut args = OpenConnectionArguments::new(
             host.as_str(),
             pu_authority.port().unwrap_or(default_port),
-            pu_authority_username,
-            pu_authority_password,
+            &pu_authority_username,
+            &pu_authority_password,
         );
         args.scheme = Some(scheme.to_owned());
 
@@ -538,7 +540,7 @@ impl TryFrom<&str> for OpenConnectionArguments {
         if pu_path.len() <= 1 {
             args.virtual_host("/");
         } else {
-            args.virtual_host(&pu_path[1..]);
+            args.virtual_host(&percent_decode(&pu_path[1..]));
         }
 
         if scheme == AMQPS_SCHEME {
@@ -567,12 +569,8 @@ impl TryFrom<&str> for OpenConnectionArguments {
         // This is being left as a TODO because there is a bit of research to do in order to determine what actions when multiple value are provided.
         let pu_q_map: std::collections::HashMap<&str, &str> = pu_q
             .split('&')
-            .map(|s| {
-                let mut split = s.split('=');
-                let key = split.next().unwrap();
-                let value = split.next().unwrap();
-                (key, value)
-            })
+            // a key without `=` has an empty value (it used to panic)
+            .map(|s| s.split_once('=').unwrap_or((s, "")))
             .collect();
 
         // Apply heartbeat
@@ -584,6 +582,28 @@ impl TryFrom<&str> for OpenConnectionArguments {
 
         Ok(args)
     }
+}
+
+/// Decodes `%XX` escapes; anything else (a stray `%` included) stays as it is.
+#[cfg(feature = "urispec")]
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /////////////////////////////////////////////////////////////////////////////

@@ -102,6 +102,52 @@ pub struct AmqpSettings {
     /// gets `Timeout`. Requests are published without confirms either way:
     /// persistence only protects requests waiting in their queue.
     pub persistent_requests: bool,
+    /// TLS options for an `amqps://` broker (config key `AMQP_SSL`, as in
+    /// Nameko): the CA to trust instead of the webpki (Mozilla) roots, and a
+    /// client certificate. Unset: the broker's certificate is checked
+    /// against the webpki roots.
+    pub ssl: Option<AmqpSsl>,
+}
+
+/// TLS options, Nameko's `AMQP_SSL` keys:
+///
+/// ```yaml
+/// AMQP_URI: amqps://app:${RABBIT_PASSWORD}@rabbit.internal:5671/
+/// AMQP_SSL:
+///   ca_certs: /etc/ssl/rabbit-ca.pem     # PEM file of the CA(s) to trust
+///   certfile: /etc/ssl/client.pem        # client certificate (optional)
+///   keyfile: /etc/ssl/client.key         # its private key (with certfile)
+/// ```
+///
+/// The broker's name in the URI must match its certificate.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AmqpSsl {
+    /// PEM file of the certificate authorities to trust.
+    pub ca_certs: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate, for brokers that ask for one.
+    pub certfile: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub keyfile: Option<std::path::PathBuf>,
+}
+
+impl AmqpSsl {
+    /// The TLS adaptor for a broker named `domain`.
+    fn adaptor(&self, domain: &str) -> Result<amqprs::tls::TlsAdaptor, String> {
+        let ca = self.ca_certs.as_deref();
+        let adaptor = match (&self.certfile, &self.keyfile) {
+            (Some(cert), Some(key)) => {
+                amqprs::tls::TlsAdaptor::with_client_auth(ca, cert, key, domain.to_string())
+            }
+            (None, None) => amqprs::tls::TlsAdaptor::without_client_auth(ca, domain.to_string()),
+            _ => return Err("AMQP_SSL needs both `certfile` and `keyfile`, or neither".into()),
+        };
+        adaptor.map_err(|e| {
+            format!(
+                "cannot load the TLS files of AMQP_SSL (ca_certs {:?}, certfile {:?}, keyfile {:?}): {e}",
+                self.ca_certs, self.certfile, self.keyfile
+            )
+        })
+    }
 }
 
 impl std::fmt::Debug for AmqpSettings {
@@ -113,6 +159,7 @@ impl std::fmt::Debug for AmqpSettings {
             .field("max_message_size", &self.max_message_size)
             .field("persistent_replies", &self.persistent_replies)
             .field("persistent_requests", &self.persistent_requests)
+            .field("ssl", &self.ssl)
             .finish()
     }
 }
@@ -127,6 +174,7 @@ impl AmqpSettings {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             persistent_replies: false,
             persistent_requests: true,
+            ssl: None,
         }
     }
 
@@ -147,6 +195,10 @@ impl AmqpSettings {
         }
         if let Ok(Some(p)) = config.get::<bool>("persistent_requests") {
             settings.persistent_requests = p;
+        }
+        match config.get::<AmqpSsl>("AMQP_SSL") {
+            Ok(ssl) => settings.ssl = ssl,
+            Err(error) => tracing::warn!(%error, "AMQP_SSL ignored"),
         }
         Some(settings)
     }
@@ -380,6 +432,10 @@ async fn open_session(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> 
     }
     let mut args = OpenConnectionArguments::try_from(settings.uri.as_str())
         .map_err(|e| fail(e.to_string()))?;
+    if let (true, Some(ssl)) = (settings.uri.starts_with("amqps://"), &settings.ssl) {
+        let adaptor = ssl.adaptor(&args.get_host().to_string()).map_err(fail)?;
+        args.tls_adaptor(adaptor);
+    }
     args.heartbeat(settings.heartbeat).connection_name(&format!(
         "shimeji {} (pid {})",
         inner.name,
