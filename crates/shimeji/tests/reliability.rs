@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 
 /// Set in a child: the AMQP URI to serve on.
 const CHILD: &str = "SHIMEJI_RELIABILITY_CHILD";
+/// The request id of calls outside a load (probes, poison), not counted as
+/// duplicates.
+const PROBE: u64 = u64::MAX;
 /// Set in a child: extra config, `key=value` pairs separated by commas.
 const CHILD_CONFIG: &str = "SHIMEJI_RELIABILITY_CHILD_CONFIG";
 
@@ -147,6 +150,14 @@ impl Instance {
         }
     }
 
+    /// Takes in every line until none comes for 200 ms: after a load, the
+    /// last lines may still be on their way through the pipe.
+    fn settle(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+    }
+
     /// Takes in every line until the child's stdout closes (it exited).
     fn read_to_end(&mut self) {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
@@ -161,6 +172,7 @@ impl Instance {
             .seen
             .iter()
             .filter_map(|l| l.strip_prefix("start ")?.parse::<u64>().ok())
+            .filter(|id| *id != PROBE)
         {
             *started.entry(id).or_default() += 1;
         }
@@ -200,6 +212,18 @@ impl Instance {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Requests started more than once, over all `instances`: each extra start
+/// is a duplicate (a request processed twice).
+fn duplicates(instances: &[&Instance]) -> usize {
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    for instance in instances {
+        for (id, n) in instance.started() {
+            *seen.entry(id).or_default() += n;
+        }
+    }
+    seen.values().map(|n| *n as usize - 1).sum()
 }
 
 impl Drop for Instance {
@@ -304,6 +328,46 @@ async fn load(
         .await
 }
 
+/// `callers` callers calling `work(id, millis)` one call after another
+/// until `stop`; a failed call waits 100 ms before the next.
+async fn steady_load(
+    client: ReliableClient,
+    callers: usize,
+    millis: u64,
+    stop: Arc<AtomicBool>,
+) -> Vec<Call> {
+    let next = Arc::new(AtomicU64::new(0));
+    let callers = (0..callers).map(|_| {
+        let client = client.clone();
+        let stop = stop.clone();
+        let next = next.clone();
+        async move {
+            let mut calls = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                let began = Instant::now();
+                let result = client.work(id, millis).await;
+                let failed = result.is_err();
+                calls.push(Call {
+                    id,
+                    result,
+                    took: began.elapsed(),
+                    done_at: Instant::now(),
+                });
+                if failed {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            calls
+        }
+    });
+    futures::future::join_all(callers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// Waits until `done` reaches `n`, or fails after `within`.
 fn wait_for(done: &AtomicU64, n: u64, within: Duration) {
     let deadline = Instant::now() + within;
@@ -406,22 +470,16 @@ fn kill_9_of_one_of_two_instances_loses_no_call() {
     let calls = rt.spawn(load(client, 0..CALLS, 24, 30, done.clone()));
 
     wait_for(&done, 150, Duration::from_secs(20));
-    victim.read();
     let killed_at = Instant::now();
     victim.kill9();
     victim.read_to_end();
     let calls = rt.block_on(calls).expect("the load runs");
     let took = started.elapsed();
-    survivor.read();
+    survivor.settle();
 
     let mut figures = Figures::from_calls(&calls);
     let on_victim = victim.started();
-    let on_survivor = survivor.started();
-    let mut seen = on_victim.clone();
-    for (id, n) in &on_survivor {
-        *seen.entry(*id).or_default() += n;
-    }
-    figures.duplicated = seen.values().map(|n| *n as usize - 1).sum();
+    figures.duplicated = duplicates(&[&victim, &survivor]);
     let redelivered = calls
         .iter()
         .filter(|c| on_victim.contains_key(&c.id) && c.result.as_ref().ok() == Some(&survivor.pid))
@@ -495,17 +553,14 @@ fn sigterm_under_load_answers_every_call_in_flight() {
     stopping.read_to_end();
     let calls = rt.block_on(calls).expect("the load runs");
     let took = started.elapsed();
+    staying.settle();
 
     let mut figures = Figures::from_calls(&calls);
     let answered_after_signal = calls
         .iter()
         .filter(|c| c.result.as_ref().ok() == Some(&stopping.pid) && c.done_at > signalled_at)
         .count();
-    let mut seen = HashMap::new();
-    for (id, n) in stopping.started().into_iter().chain(staying.started()) {
-        *seen.entry(id).or_insert(0u32) += n;
-    }
-    figures.duplicated = seen.values().map(|n| *n as usize - 1).sum();
+    figures.duplicated = duplicates(&[&stopping, &staying]);
     figures.notes.push(format!(
         "{answered_after_signal} calls answered by the stopping instance after SIGTERM; it exited in {:.1} s",
         drained_in.as_secs_f64()
@@ -572,6 +627,15 @@ fn close_all_connections(uri: &str) -> &'static str {
     }
 }
 
+/// How many times this process's AMQP connections reconnected.
+fn reconnects() -> u64 {
+    shimeji::metrics::render()
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"shimeji_transport_reconnects_total{transport="amqp"} "#))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Calls until one succeeds, or fails the test after `within`; how long
 /// that took.
 async fn until_serving(client: &ReliableClient, within: Duration) -> Duration {
@@ -579,7 +643,7 @@ async fn until_serving(client: &ReliableClient, within: Duration) -> Duration {
     loop {
         match client
             .with_timeout(Duration::from_millis(500))
-            .work(u64::MAX, 0)
+            .work(PROBE, 0)
             .await
         {
             Ok(_) => return started.elapsed(),
@@ -607,34 +671,43 @@ fn close_all_connections_under_load() {
     let rt = runtime();
     let (running, client) = rt.block_on(caller(&uri));
     let timeout = Duration::from_secs(3);
-    const CALLS: u64 = 400;
     let started = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
-    let calls = rt.spawn(load(
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = rt.spawn(steady_load(
         client.with_timeout(timeout),
-        0..CALLS,
         16,
         20,
-        done.clone(),
+        stop.clone(),
     ));
-    wait_for(&done, 100, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    let reconnects_before = reconnects();
     let scope = close_all_connections(&uri);
-    let calls = rt.block_on(calls).expect("the load runs");
+    let closed_at = Instant::now();
     let back_in = rt.block_on(until_serving(&client, Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let calls = rt.block_on(calls).expect("the load runs");
     let took = started.elapsed();
+    let caller_reconnects = reconnects() - reconnects_before;
     // Serving again: a second load, all answered.
     let after = rt.block_on(load(
         client.with_timeout(Duration::from_secs(10)),
-        CALLS..CALLS + 100,
+        1_000_000..1_000_100,
         16,
         5,
         Arc::new(AtomicU64::new(0)),
     ));
 
+    instance.settle();
     let mut figures = Figures::from_calls(&calls);
+    figures.duplicated = duplicates(&[&instance]);
     let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
+    let ok_after_close = calls
+        .iter()
+        .filter(|c| c.done_at > closed_at && c.result.is_ok())
+        .count();
     figures.notes.push(format!(
-        "connections closed on {scope}; serving again {:.1} s after the load; slowest call {:.1} s (timeout {:.0} s); {} of {} calls after it answered",
+        "connections closed on {scope} (the caller reconnected {caller_reconnects} times); {ok_after_close} answered after the close; serving again {:.1} s after it; slowest call {:.1} s (timeout {:.0} s); {} of {} calls after it answered",
         back_in.as_secs_f64(),
         slowest.as_secs_f64(),
         timeout.as_secs_f64(),
@@ -653,6 +726,11 @@ fn close_all_connections_under_load() {
     assert!(
         slowest < timeout + Duration::from_secs(2),
         "no call hangs past its timeout: the slowest took {slowest:?}"
+    );
+    assert!(ok_after_close >= 1, "the steady load is answered again");
+    assert!(
+        caller_reconnects >= 1,
+        "the caller's connection was closed and came back"
     );
     let after_errors: Vec<_> = after
         .iter()
@@ -680,9 +758,10 @@ impl BrokerStopped {
 
 impl Drop for BrokerStopped {
     fn drop(&mut self) {
-        let started = Command::new("rabbitmqctl").arg("start_app").status();
-        let ready = Command::new("rabbitmqctl").arg("await_startup").status();
-        if !matches!((&started, &ready), (Ok(s), Ok(r)) if s.success() && r.success()) {
+        let started = Command::new("rabbitmqctl").arg("start_app").output();
+        let ready = Command::new("rabbitmqctl").arg("await_startup").output();
+        if !matches!((&started, &ready), (Ok(s), Ok(r)) if s.status.success() && r.status.success())
+        {
             eprintln!(
                 "could not start the broker again ({started:?}, {ready:?}): \
                  run `rabbitmqctl start_app` by hand"
@@ -710,41 +789,12 @@ fn broker_stop_and_start_with_services_running() {
 
     // A steady load, 4 callers at a time, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
-    let steady = {
-        let client = client.with_timeout(timeout);
-        let stop = stop.clone();
-        rt.spawn(async move {
-            let next = Arc::new(AtomicU64::new(0));
-            let callers = (0..4).map(|_| {
-                let client = client.clone();
-                let stop = stop.clone();
-                let next = next.clone();
-                async move {
-                    let mut calls = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let id = next.fetch_add(1, Ordering::Relaxed);
-                        let began = Instant::now();
-                        let result = client.work(id, 10).await;
-                        if result.is_err() {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        calls.push(Call {
-                            id,
-                            result,
-                            took: began.elapsed(),
-                            done_at: Instant::now(),
-                        });
-                    }
-                    calls
-                }
-            });
-            futures::future::join_all(callers)
-                .await
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-        })
-    };
+    let steady = rt.spawn(steady_load(
+        client.with_timeout(timeout),
+        4,
+        10,
+        stop.clone(),
+    ));
     std::thread::sleep(Duration::from_millis(500));
     let down_at = Instant::now();
     {
@@ -767,7 +817,9 @@ fn broker_stop_and_start_with_services_running() {
         Arc::new(AtomicU64::new(0)),
     ));
 
+    instance.settle();
     let mut figures = Figures::from_calls(&calls);
+    figures.duplicated = duplicates(&[&instance]);
     let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
     let ok_after_restart = calls
         .iter()
@@ -958,7 +1010,8 @@ struct Poison {
     expect: &'static [&'static str],
 }
 
-const VALID_BODY: &[u8] = b"{\"args\": [424242, 0], \"kwargs\": {}}";
+/// A well-formed body, for request `PROBE`.
+const VALID_BODY: &[u8] = b"{\"args\": [18446744073709551615, 0], \"kwargs\": {}}";
 const MAX_MESSAGE_SIZE: usize = 1024;
 
 fn poisons(peer: &RawPeer) -> Vec<Poison> {
@@ -1132,7 +1185,9 @@ fn poison_messages_under_load() {
     }
     let calls = rt.block_on(calls).expect("the load runs");
 
+    instance.settle();
     let mut figures = Figures::from_calls(&calls);
+    figures.duplicated = duplicates(&[&instance]);
     let mut wrong = Vec::new();
     for poison in &poisons {
         let expected = if poison.expect.is_empty() { 1 } else { ROUNDS };
@@ -1229,17 +1284,15 @@ fn deeply_nested_headers_under_load() {
     let mut instance = Instance::spawn(test, &uri, "max_workers=10");
     let rt = runtime();
     let (running, client) = rt.block_on(caller(&uri));
-    const CALLS: u64 = 200;
     let started = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
-    let calls = rt.spawn(load(
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = rt.spawn(steady_load(
         client.with_timeout(Duration::from_secs(5)),
-        0..CALLS,
         8,
         10,
-        done.clone(),
+        stop.clone(),
     ));
-    wait_for(&done, CALLS / 4, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
 
     // The raw peer publishes and waits for the reply on its own thread and
     // runtime, with a stack deep enough for the encoder.
@@ -1261,10 +1314,17 @@ fn deeply_nested_headers_under_load() {
         })
     });
     let exit = instance.wait_exit(Duration::from_millis(200));
+    if exit.is_none() {
+        // Normal calls after the poison, too.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Relaxed);
     let calls = rt.block_on(calls).expect("the load runs");
     let took = started.elapsed();
 
+    instance.settle();
     let mut figures = Figures::from_calls(&calls);
+    figures.duplicated = duplicates(&[&instance]);
     figures.notes.push(format!(
         "headers nested {DEPTH} deep: reply {reply:?}; instance {}",
         match exit {
