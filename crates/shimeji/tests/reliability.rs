@@ -102,6 +102,23 @@ impl Instance {
     /// Starts an instance of `reliable` by re-running test `test`, and waits
     /// until it serves.
     fn spawn(test: &str, uri: &str, config: &str) -> Instance {
+        let mut instance = Instance::start(test, uri, config);
+        instance.wait_ready();
+        instance
+    }
+
+    /// Starts two instances at once, and waits until both serve.
+    fn spawn_two(test: &str, uri: &str, config: &str) -> (Instance, Instance) {
+        let (mut a, mut b) = (
+            Instance::start(test, uri, config),
+            Instance::start(test, uri, config),
+        );
+        a.wait_ready();
+        b.wait_ready();
+        (a, b)
+    }
+
+    fn start(test: &str, uri: &str, config: &str) -> Instance {
         let mut child = Command::new(std::env::current_exe().expect("this test binary"))
             .args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD, uri)
@@ -119,23 +136,26 @@ impl Instance {
             }
         });
         let pid = child.id();
-        let mut instance = Instance {
+        Instance {
             child,
             pid,
             lines,
             seen: Vec::new(),
-        };
+        }
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match instance.lines.recv_timeout(Duration::from_millis(100)) {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
                 // After the test harness's "test … " with no newline.
-                Ok(line) if line.contains("ready ") => return instance,
-                Ok(line) => instance.seen.push(line),
+                Ok(line) if line.contains("ready ") => return,
+                Ok(line) => self.seen.push(line),
                 Err(_) if Instant::now() > deadline => {
-                    panic!("an instance did not start within 30 s: {:?}", instance.seen)
+                    panic!("an instance did not start within 30 s: {:?}", self.seen)
                 }
                 Err(_) => {
-                    if let Ok(Some(status)) = instance.child.try_wait() {
+                    if let Ok(Some(status)) = self.child.try_wait() {
                         panic!("an instance exited with {status} before serving")
                     }
                 }
@@ -459,8 +479,7 @@ fn kill_9_of_one_of_two_instances_loses_no_call() {
     let _suite = one_at_a_time();
     let test = "kill_9_of_one_of_two_instances_loses_no_call";
     let uri = support::amqp_uri("reliability-kill");
-    let mut victim = Instance::spawn(test, &uri, "max_workers=10");
-    let mut survivor = Instance::spawn(test, &uri, "max_workers=10");
+    let (mut victim, mut survivor) = Instance::spawn_two(test, &uri, "max_workers=10");
     let rt = runtime();
     let (running, client) = rt.block_on(caller(&uri));
     let client = client.with_timeout(Duration::from_secs(20));
@@ -533,8 +552,7 @@ fn sigterm_under_load_answers_every_call_in_flight() {
     let _suite = one_at_a_time();
     let test = "sigterm_under_load_answers_every_call_in_flight";
     let uri = support::amqp_uri("reliability-sigterm");
-    let mut stopping = Instance::spawn(test, &uri, "max_workers=10");
-    let mut staying = Instance::spawn(test, &uri, "max_workers=10");
+    let (mut stopping, mut staying) = Instance::spawn_two(test, &uri, "max_workers=10");
     let rt = runtime();
     let (running, client) = rt.block_on(caller(&uri));
     let client = client.with_timeout(Duration::from_secs(20));
@@ -545,7 +563,7 @@ fn sigterm_under_load_answers_every_call_in_flight() {
 
     wait_for(&done, 150, Duration::from_secs(20));
     stopping.read();
-    let in_flight_at_signal: HashSet<u64> = stopping.started().into_keys().collect();
+    let worked_before_signal: HashSet<u64> = stopping.started().into_keys().collect();
     let signalled_at = Instant::now();
     stopping.signal("TERM");
     let exit = stopping.wait_exit(Duration::from_secs(40));
@@ -575,7 +593,7 @@ fn sigterm_under_load_answers_every_call_in_flight() {
         stopping.seen.last()
     );
     assert!(
-        !in_flight_at_signal.is_empty(),
+        !worked_before_signal.is_empty(),
         "the stopping instance had work when the signal came"
     );
     assert!(
