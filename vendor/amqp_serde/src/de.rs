@@ -587,10 +587,11 @@ impl<'de> EnumAccess<'de> for Enum<'_, 'de> {
                 let val = seed.deserialize(variant.into_deserializer())?;
                 Ok((val, self))
             }
-            v => panic!(
+            // an unknown field type tag is malformed input, not a bug
+            v => Err(Error::Message(format!(
                 "unsupported enum variant for AMQP field value: {}, cursor: {}",
                 v, self.de.cursor
-            ),
+            ))),
         }
     }
 }

@@ -464,6 +464,18 @@ mod tests {
     }
 
     #[test]
+    fn a_header_of_an_unknown_type_is_malformed_not_a_panic() {
+        // headers: `a` → a value tagged 0x20, which no AMQP type has
+        let mut bytes = vec![0x22, 0x00]; // headers, reply_to
+        bytes.extend_from_slice(&4u32.to_be_bytes());
+        bytes.extend_from_slice(&[1, b'a', 0x20, 0]);
+        bytes.extend_from_slice(&[1, b'r']);
+        let props = BasicProperties::decode(&bytes).expect("the rest decodes");
+        assert!(props.headers_malformed());
+        assert_eq!(props.reply_to().map(String::as_str), Some("r"));
+    }
+
+    #[test]
     fn a_body_announced_over_the_limit_is_refused_on_its_size() {
         let mut props = BasicProperties::default();
         props.with_reply_to("r").with_correlation_id("c");

@@ -279,7 +279,8 @@ impl ChannelDispatcher {
                             }
                             DispatcherManagementCommand::RegisterOneshotResponder(cmd) => {
                                 self.responders.insert(cmd.method_header, cmd.responder);
-                                cmd.acker.send(()).unwrap();
+                                // the caller may have gone (its future dropped)
+                                let _ = cmd.acker.send(());
                             }
                             DispatcherManagementCommand::RegisterChannelCallback(cmd) => {
                                 self.callback.replace(cmd.callback);
@@ -310,7 +311,7 @@ impl ChannelDispatcher {
                                 self.channel.set_is_open(false);
 
                                 match self.responders.remove(method_header) {
-                                    Some(responder) => responder.send(close_channel_ok.into_frame()).unwrap(),
+                                    Some(responder) => { let _ = responder.send(close_channel_ok.into_frame()); },
                                     None => unreachable!("responder must be registered for {} on channel {}",
                                     close_channel_ok.into_frame(), self.channel),
                                 }
