@@ -5,6 +5,9 @@
 #   fuzz/run.sh                      every target, FUZZ_SECONDS (60) each
 #   FUZZ_SECONDS=600 fuzz/run.sh binding traceparent
 #   fuzz/run.sh --regressions        replays fuzz/regressions/<target>/* once
+#   FUZZ_KEEP_GOING=1 fuzz/run.sh amqp_request
+#                                    goes on past crashes (libFuzzer's fork
+#                                    mode, one job), saving each one
 #
 # Installs the nightly toolchain and cargo-fuzz when they are missing. The
 # corpus grows in fuzz/corpus/<target> (started from fuzz/seeds/<target>),
@@ -41,7 +44,14 @@ flags_for() {
     esac
 }
 
-for target in "${targets[@]}"; do cargo +nightly fuzz build -O "$target"; done
+for target in "${targets[@]}"; do # Past a crash: a child process per round, one at a time, crashes saved.
+keep_going() {
+    if [[ ${FUZZ_KEEP_GOING:-0} == 1 ]]; then
+        echo "-fork=1 -ignore_crashes=1"
+    fi
+}
+
+cargo +nightly fuzz build -O "$target"; done
 
 mkdir -p logs
 failed=()
@@ -67,12 +77,17 @@ for target in "${targets[@]}"; do
     # shellcheck disable=SC2046
     if ! cargo +nightly fuzz run -O "$target" "${corpora[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
-        $(flags_for "$target") >"logs/$target.log" 2>&1; then
+        $(flags_for "$target") $(keep_going) >"logs/$target.log" 2>&1; then
         echo "   CRASHED: see fuzz/logs/$target.log and fuzz/artifacts/$target/"
         failed+=("$target")
     fi
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$target.log" | grep -o '[0-9]*$' || true)
-    echo "   executions: ${runs:-?}, corpus: $(find "corpus/$target" -type f | wc -l) inputs"
+    if [[ -z $runs ]]; then
+        # Fork mode prints its progress lines only: the last one counts.
+        runs=$(grep -o '^#[0-9]*' "logs/$target.log" | tail -1 | tr -d '#' || true)
+    fi
+    echo "   executions: ${runs:-?}, corpus: $(find "corpus/$target" -type f | wc -l) inputs," \
+        "crashes saved: $(find "artifacts/$target" -type f 2>/dev/null | wc -l)"
 done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
