@@ -286,7 +286,8 @@ impl Config {
 fn substitute(key: &str, value: &mut Value) -> Result<(), ConfigError> {
     match value {
         Value::String(s) if s.contains("${") => {
-            let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+            // One expression alone: `${` first, and its closing `}` last.
+            let whole = s.starts_with("${") && s.find('}') == Some(s.len() - 1);
             let mut out = String::new();
             let mut rest = s.as_str();
             while let Some(start) = rest.find("${") {
@@ -543,6 +544,27 @@ mod tests {
             config.get::<Value>("nested").unwrap().unwrap()["url"],
             "http://h:8123/x"
         );
+    }
+
+    #[test]
+    fn text_after_an_expression_is_kept_as_written() {
+        std::env::set_var("SHIMEJI_CFG_TEST_WORD", "true");
+        // Starts with an expression and ends with `}`, but is not one
+        // expression alone: it stays a string, byte for byte (read as YAML
+        // it would fold the blank line, or read `1 #}` as the number 1).
+        let config = Config::from_yaml(
+            "a: \"${SHIMEJI_CFG_TEST_WORD}o\\n\\n}}\"\nb: \"${SHIMEJI_CFG_TEST_UNSET:1 #}}\"\nc: ${SHIMEJI_CFG_TEST_WORD}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.get::<Value>("a").unwrap(),
+            Some(Value::String("trueo\n\n}}".into()))
+        );
+        assert_eq!(
+            config.get::<Value>("b").unwrap(),
+            Some(Value::String("1 #}".into()))
+        );
+        assert_eq!(config.get::<Value>("c").unwrap(), Some(Value::Bool(true)));
     }
 
     #[test]

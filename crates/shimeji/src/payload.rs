@@ -155,3 +155,21 @@ impl Payload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_survive_a_json_round_trip() {
+        // Printed shortest-first, this float reads back as 9.199e94 with a
+        // parser that is not correctly rounded.
+        let x = 9.199000000000001e94_f64;
+        let body = serde_json::to_vec(&json!({ "args": [x], "kwargs": {} })).unwrap();
+        let back = Payload::from_request_bytes(&body)
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert_eq!(back["args"][0].as_f64(), Some(x), "{back}");
+    }
+}
