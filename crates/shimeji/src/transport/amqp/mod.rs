@@ -433,7 +433,7 @@ async fn open_session(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> 
     let mut args = OpenConnectionArguments::try_from(settings.uri.as_str())
         .map_err(|e| fail(e.to_string()))?;
     if let (true, Some(ssl)) = (settings.uri.starts_with("amqps://"), &settings.ssl) {
-        let adaptor = ssl.adaptor(&args.get_host().to_string()).map_err(fail)?;
+        let adaptor = ssl.adaptor(args.get_host()).map_err(fail)?;
         args.tls_adaptor(adaptor);
     }
     args.heartbeat(settings.heartbeat).connection_name(&format!(
