@@ -18,6 +18,9 @@ DIR="${SHIMEJI_TLS_DIR:-/etc/rabbitmq/shimeji-tls}"
 PORT=5671
 CONF=/etc/rabbitmq/rabbitmq.conf
 
+if ! command -v openssl >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
 mkdir -p "$DIR"
 if [ ! -s "$DIR/server.pem" ] || [ ! -s "$DIR/ca.pem" ] || [ ! -s "$DIR/server.key" ]; then
   echo "rabbitmq-tls: making a test CA and a certificate for localhost in $DIR"
