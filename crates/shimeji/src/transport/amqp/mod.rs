@@ -308,10 +308,12 @@ impl Served {
     }
 
     /// The reply to `key` was confirmed: forget its failures.
-    fn confirmed(&self, key: &str) {
+    /// (`key` is only built when some failure is remembered: nothing is
+    /// allocated per call otherwise.)
+    fn confirmed(&self, key: impl FnOnce() -> String) {
         let mut unconfirmed = lock(&self.unconfirmed);
         if !unconfirmed.is_empty() {
-            unconfirmed.remove(key);
+            unconfirmed.remove(&key());
         }
     }
 
@@ -1172,10 +1174,13 @@ impl Worker {
                 return self.acker.reject(tag).await;
             }
         };
-        let key = format!(
-            "{reply_to}/{}",
-            correlation_id.as_deref().unwrap_or_default()
-        );
+        // The request's name in `Served::unconfirmed`, built only when needed.
+        let key = || {
+            format!(
+                "{reply_to}/{}",
+                correlation_id.as_deref().unwrap_or_default()
+            )
+        };
         let props = wire::properties_with_mode(
             wire::delivery_mode(inner.settings.persistent_replies),
             None,
@@ -1201,7 +1206,7 @@ impl Worker {
         let failure = match published {
             Ok(confirm) => match confirm.await {
                 Ok(true) => {
-                    self.served.confirmed(&key);
+                    self.served.confirmed(key);
                     return self.acker.ack(tag);
                 }
                 Ok(false) => "the broker refused the reply (nack)".to_string(),
@@ -1211,7 +1216,7 @@ impl Worker {
             },
             Err(error) => format!("cannot publish the reply: {error}"),
         };
-        if self.served.retry_unconfirmed(key) {
+        if self.served.retry_unconfirmed(key()) {
             // The request goes back for another try.
             tracing::warn!(
                 service,
