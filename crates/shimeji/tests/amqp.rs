@@ -3,11 +3,8 @@
 
 mod support;
 
-use amqprs::channel::{
-    BasicConsumeArguments, BasicPublishArguments, ExchangeDeclareArguments, QueueBindArguments,
-    QueueDeclareArguments,
-};
-use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::channel::BasicPublishArguments;
+use amqprs::connection::Connection;
 use amqprs::BasicProperties;
 use serde_json::{json, Value};
 use shimeji::context::{self, WorkerContext};
@@ -346,34 +343,9 @@ async fn listen(
     amqprs::channel::Channel,
     tokio::sync::mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>,
 ) {
-    let mut args = OpenConnectionArguments::try_from(uri().as_str()).unwrap();
-    args.connection_name(name);
-    let connection = Connection::open(&args).await.unwrap();
-    let channel = connection.open_channel(None).await.unwrap();
-    channel
-        .exchange_declare(
-            ExchangeDeclareArguments::new("nameko-rpc", "topic")
-                .durable(true)
-                .finish(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_declare(QueueDeclareArguments::new(queue).auto_delete(true).finish())
-        .await
-        .unwrap();
-    channel
-        .queue_bind(QueueBindArguments::new(queue, "nameko-rpc", key))
-        .await
-        .unwrap();
-    let (_, rx) = channel
-        .basic_consume_rx(
-            BasicConsumeArguments::new(queue, "")
-                .manual_ack(false)
-                .finish(),
-        )
-        .await
-        .unwrap();
+    let (connection, channel) =
+        support::raw_queue(&uri(), name, queue, key, amqprs::FieldTable::new()).await;
+    let rx = support::consume_raw(&channel, queue).await;
     (connection, channel, rx)
 }
 

@@ -7,11 +7,10 @@
 mod support;
 
 use amqprs::channel::{
-    BasicConsumeArguments, BasicPublishArguments, ExchangeDeclareArguments, QueueBindArguments,
-    QueueDeclareArguments,
+    BasicPublishArguments, ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
-use amqprs::BasicProperties;
+use amqprs::{BasicProperties, FieldTable};
 use serde_json::{json, Value};
 use shimeji::prelude::*;
 use std::sync::Mutex;
@@ -39,38 +38,10 @@ impl Echo {
 /// properties, read from a queue of its own bound to `nameko-rpc`.
 async fn raw_reply_properties() -> BasicProperties {
     let key = uuid::Uuid::new_v4().to_string();
-    let args = OpenConnectionArguments::try_from(uri().as_str()).unwrap();
-    let connection = Connection::open(&args).await.unwrap();
-    let channel = connection.open_channel(None).await.unwrap();
-    channel
-        .exchange_declare(
-            ExchangeDeclareArguments::new("nameko-rpc", "topic")
-                .durable(true)
-                .finish(),
-        )
-        .await
-        .unwrap();
     let queue = format!("claims-reply-{key}");
-    channel
-        .queue_declare(
-            QueueDeclareArguments::new(&queue)
-                .auto_delete(true)
-                .finish(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(QueueBindArguments::new(&queue, "nameko-rpc", &key))
-        .await
-        .unwrap();
-    let (_, mut rx) = channel
-        .basic_consume_rx(
-            BasicConsumeArguments::new(&queue, "")
-                .manual_ack(false)
-                .finish(),
-        )
-        .await
-        .unwrap();
+    let (connection, channel) =
+        support::raw_queue(&uri(), "claims raw client", &queue, &key, FieldTable::new()).await;
+    let mut rx = support::consume_raw(&channel, &queue).await;
     let mut props = BasicProperties::default();
     props
         .with_content_type("application/json")

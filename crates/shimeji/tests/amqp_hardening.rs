@@ -4,10 +4,7 @@
 
 mod support;
 
-use amqprs::channel::{
-    BasicConsumeArguments, BasicPublishArguments, Channel, ConsumerMessage,
-    ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
-};
+use amqprs::channel::{BasicPublishArguments, Channel, ConsumerMessage, ExchangeDeclareArguments};
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{BasicProperties, FieldTable, FieldValue};
 use serde_json::{json, Value};
@@ -77,50 +74,21 @@ async fn start(service: impl Service, config: Config) -> RunningServices {
         .expect("the service starts on RabbitMQ")
 }
 
-/// A raw client: a connection, a channel, and an auto-delete queue bound to
-/// the RPC exchange by `key`, consumed without acks.
+/// A raw client: a connection, a channel, and an auto-delete queue
+/// `raw-{key}` bound to the RPC exchange by `key`.
 async fn raw_client(key: &str, arguments: FieldTable) -> (Connection, Channel) {
-    let args = OpenConnectionArguments::try_from(uri().as_str()).expect("uri");
-    let connection = Connection::open(&args).await.expect("raw connection");
-    let channel = connection.open_channel(None).await.expect("channel");
-    channel
-        .exchange_declare(
-            ExchangeDeclareArguments::new("nameko-rpc", "topic")
-                .durable(true)
-                .finish(),
-        )
-        .await
-        .expect("exchange");
-    channel
-        .queue_declare(
-            QueueDeclareArguments::new(&format!("raw-{key}"))
-                .auto_delete(true)
-                .arguments(arguments)
-                .finish(),
-        )
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(QueueBindArguments::new(
-            &format!("raw-{key}"),
-            "nameko-rpc",
-            key,
-        ))
-        .await
-        .expect("bind");
-    (connection, channel)
+    support::raw_queue(
+        &uri(),
+        "raw test client",
+        &format!("raw-{key}"),
+        key,
+        arguments,
+    )
+    .await
 }
 
 async fn consume(channel: &Channel, key: &str) -> UnboundedReceiver<ConsumerMessage> {
-    channel
-        .basic_consume_rx(
-            BasicConsumeArguments::new(&format!("raw-{key}"), "")
-                .manual_ack(false)
-                .finish(),
-        )
-        .await
-        .expect("consume")
-        .1
+    support::consume_raw(channel, &format!("raw-{key}")).await
 }
 
 fn request_props(reply_to: &str, headers: Option<FieldTable>) -> BasicProperties {

@@ -186,3 +186,60 @@ pub fn queues(vhost_uri: &str) -> Vec<(String, u64, u64)> {
     })
     .collect()
 }
+
+/// A raw AMQP client on `uri` (connection `name`): Nameko's RPC exchange
+/// declared, and an auto-delete queue `queue` (with `arguments`) bound to it
+/// by `key`, as a caller's reply queue is. See [`consume_raw`].
+pub async fn raw_queue(
+    uri: &str,
+    name: &str,
+    queue: &str,
+    key: &str,
+    arguments: amqprs::FieldTable,
+) -> (amqprs::connection::Connection, amqprs::channel::Channel) {
+    use amqprs::channel::{ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments};
+    let mut args = amqprs::connection::OpenConnectionArguments::try_from(uri).expect("an AMQP URI");
+    args.connection_name(name);
+    let connection = amqprs::connection::Connection::open(&args)
+        .await
+        .expect("the raw client connects");
+    let channel = connection.open_channel(None).await.expect("a channel");
+    channel
+        .exchange_declare(
+            ExchangeDeclareArguments::new("nameko-rpc", "topic")
+                .durable(true)
+                .finish(),
+        )
+        .await
+        .expect("declare nameko-rpc");
+    channel
+        .queue_declare(
+            QueueDeclareArguments::new(queue)
+                .auto_delete(true)
+                .arguments(arguments)
+                .finish(),
+        )
+        .await
+        .expect("declare the raw queue");
+    channel
+        .queue_bind(QueueBindArguments::new(queue, "nameko-rpc", key))
+        .await
+        .expect("bind the raw queue");
+    (connection, channel)
+}
+
+/// Consumes `queue` on `channel` without acks.
+pub async fn consume_raw(
+    channel: &amqprs::channel::Channel,
+    queue: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage> {
+    channel
+        .basic_consume_rx(
+            amqprs::channel::BasicConsumeArguments::new(queue, "")
+                .manual_ack(false)
+                .finish(),
+        )
+        .await
+        .expect("consume the raw queue")
+        .1
+}
