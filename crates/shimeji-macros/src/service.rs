@@ -550,6 +550,39 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         .collect();
 
     let rpc_names: Vec<String> = rpcs.iter().map(|e| e.method.to_string()).collect();
+    // Entrypoint ids: positions in the order RPC methods, event handlers,
+    // timers, HTTP routes (the order of `Service::ENTRYPOINTS`).
+    let timers: Vec<&Entrypoint> = entrypoints
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Timer { .. }))
+        .collect();
+    let https: Vec<&Entrypoint> = entrypoints
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Http { .. }))
+        .collect();
+    let ordered: Vec<&Entrypoint> = rpcs
+        .iter()
+        .chain(&events)
+        .chain(&timers)
+        .chain(&https)
+        .copied()
+        .collect();
+    if ordered.len() > usize::from(u16::MAX) {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "a service has at most 65535 entrypoints",
+        ));
+    }
+    let entrypoint_names: Vec<String> = ordered.iter().map(|e| e.method.to_string()).collect();
+    let id_of = |ep: &Entrypoint| -> usize {
+        ordered
+            .iter()
+            .position(|o| std::ptr::eq(*o, ep))
+            .unwrap_or_default()
+    };
+    let id_lit = |ep: &Entrypoint| proc_macro2::Literal::usize_unsuffixed(id_of(ep));
+    let id_u16 = |ep: &Entrypoint| proc_macro2::Literal::u16_suffixed(id_of(ep) as u16);
+    let rpc_ids: Vec<proc_macro2::Literal> = rpcs.iter().map(|e| id_u16(e)).collect();
 
     let mut arg_structs = Vec::new();
     let mut rpc_arms = Vec::new();
@@ -582,8 +615,9 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
             None => quote!(::shimeji::__private::Payload::reply(__out, __typed)),
         };
+        let id = id_lit(ep);
         rpc_arms.push(quote! {
-            #method_name => {
+            #id => {
                 const __PARAMS: &[&str] = &[#(#name_strings),*];
                 let (__args, __typed) = ::shimeji::__private::Payload::take_args::<#args_struct>(__payload, |__body| {
                     #[allow(unused_mut, unused_variables)]
@@ -662,8 +696,10 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
             None => quote! {{ let _ = __out; ::core::result::Result::Ok(()) }},
         };
+        let id = id_lit(ep);
+        let id16 = id_u16(ep);
         event_arms.push(quote! {
-            #method_name => {
+            #id => {
                 let __event: #payload_ty = ::shimeji::__private::serde_json::from_value(__payload).map_err(|__e| {
                     ::shimeji::RemoteError::malformed_request(::std::format!("event payload for `{}`: {}", #method_name, __e))
                 })?;
@@ -673,6 +709,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         });
         event_specs.push(quote! {
             ::shimeji::__private::EventHandlerSpec {
+                id: ::shimeji::__private::EntrypointId::new(#id16),
                 method: #method_name,
                 source: #source,
                 event_type: #event_type,
@@ -695,7 +732,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let mut timer_arms = Vec::new();
     let mut timer_specs = Vec::new();
     let mut timer_descriptions = Vec::new();
-    for ep in &entrypoints {
+    for ep in timers.iter().copied() {
         let Kind::Timer { interval_ms, eager } = &ep.kind else {
             continue;
         };
@@ -708,14 +745,16 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
             None => quote! {{ let _ = __out; ::core::result::Result::Ok(()) }},
         };
+        let id = id_lit(ep);
+        let id16 = id_u16(ep);
         timer_arms.push(quote! {
-            #method_name => {
+            #id => {
                 let __out = self.#method().await;
                 #done
             }
         });
         timer_specs.push(quote! {
-            ::shimeji::__private::TimerSpec { method: #method_name, interval_ms: #interval_ms, eager: #eager }
+            ::shimeji::__private::TimerSpec { id: ::shimeji::__private::EntrypointId::new(#id16), method: #method_name, interval_ms: #interval_ms, eager: #eager }
         });
         timer_descriptions.push(quote! {
             ::shimeji::__private::TimerDescription {
@@ -727,7 +766,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     }
     let mut http_arms = Vec::new();
     let mut http_specs = Vec::new();
-    for ep in &entrypoints {
+    for ep in https.iter().copied() {
         let Kind::Http { method: verb, path } = &ep.kind else {
             continue;
         };
@@ -777,8 +816,10 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 (&&::shimeji::http::__respond::Responder::new(__out)).respond()
             }},
         };
+        let id = id_lit(ep);
+        let id16 = id_u16(ep);
         http_arms.push(quote! {
-            #method_name => {
+            #id => {
                 #[allow(unused_mut, unused_variables)]
                 let (mut __parts, __body) = __req.into_parts();
                 #(#extract)*
@@ -787,7 +828,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         });
         http_specs.push(quote! {
-            ::shimeji::http::HttpRouteSpec { method: #verb, path: #path, name: #method_name }
+            ::shimeji::http::HttpRouteSpec { id: ::shimeji::__private::EntrypointId::new(#id16), method: #verb, path: #path, name: #method_name }
         });
     }
     let http_items = if http_specs.is_empty() {
@@ -798,13 +839,13 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
             fn dispatch_http(
                 &self,
-                __name: &'static str,
+                __id: ::shimeji::__private::EntrypointId,
                 __req: ::shimeji::http::Request,
             ) -> impl ::core::future::Future<Output = ::shimeji::http::Response> + ::core::marker::Send + '_ {
                 async move {
-                    match __name {
+                    match __id.index() {
                         #(#http_arms)*
-                        _ => ::shimeji::http::not_found(__name),
+                        _ => ::shimeji::http::not_found(<Self as ::shimeji::Service>::entrypoint_name(__id)),
                     }
                 }
             }
@@ -836,11 +877,19 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
         impl ::shimeji::Service for #self_ty {
             const NAME: &'static str = #service_name;
+            const ENTRYPOINTS: &'static [&'static str] = &[#(#entrypoint_names),*];
             const RPC_METHODS: &'static [&'static str] = &[#(#rpc_names),*];
             const EVENT_HANDLERS: &'static [::shimeji::__private::EventHandlerSpec] = &[#(#event_specs),*];
             const TIMERS: &'static [::shimeji::__private::TimerSpec] = &[#(#timer_specs),*];
             const WEBSOCKET_RPC: bool = #websocket;
             #http_items
+
+            fn rpc_entrypoint(__method: &str) -> ::core::option::Option<::shimeji::__private::EntrypointId> {
+                match __method {
+                    #(#rpc_names => ::core::option::Option::Some(::shimeji::__private::EntrypointId::new(#rpc_ids)),)*
+                    _ => ::core::option::Option::None,
+                }
+            }
 
             fn declared_errors(__entrypoint: &str) -> &'static [&'static str] {
                 match __entrypoint {
@@ -862,13 +911,13 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #[allow(unused_variables)]
             fn dispatch_rpc(
                 &self,
-                __method: &'static str,
+                __id: ::shimeji::__private::EntrypointId,
                 __payload: ::shimeji::__private::Payload,
             ) -> impl ::core::future::Future<Output = ::core::result::Result<::shimeji::__private::Payload, ::shimeji::RemoteError>> + ::core::marker::Send + '_ {
                 async move {
-                    match __method {
+                    match __id.index() {
                         #(#rpc_arms)*
-                        _ => ::core::result::Result::Err(::shimeji::RemoteError::method_not_found(__method)),
+                        _ => ::core::result::Result::Err(::shimeji::RemoteError::method_not_found(<Self as ::shimeji::Service>::entrypoint_name(__id))),
                     }
                 }
             }
@@ -876,13 +925,13 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #[allow(unused_variables)]
             fn dispatch_event(
                 &self,
-                __method: &'static str,
+                __id: ::shimeji::__private::EntrypointId,
                 __payload: ::shimeji::__private::serde_json::Value,
             ) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::shimeji::RemoteError>> + ::core::marker::Send + '_ {
                 async move {
-                    match __method {
+                    match __id.index() {
                         #(#event_arms)*
-                        _ => ::core::result::Result::Err(::shimeji::RemoteError::method_not_found(__method)),
+                        _ => ::core::result::Result::Err(::shimeji::RemoteError::method_not_found(<Self as ::shimeji::Service>::entrypoint_name(__id))),
                     }
                 }
             }
@@ -890,12 +939,12 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #[allow(unused_variables)]
             fn dispatch_timer(
                 &self,
-                __method: &'static str,
+                __id: ::shimeji::__private::EntrypointId,
             ) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::shimeji::RemoteError>> + ::core::marker::Send + '_ {
                 async move {
-                    match __method {
+                    match __id.index() {
                         #(#timer_arms)*
-                        _ => ::core::result::Result::Err(::shimeji::RemoteError::method_not_found(__method)),
+                        _ => ::core::result::Result::Err(::shimeji::RemoteError::method_not_found(<Self as ::shimeji::Service>::entrypoint_name(__id))),
                     }
                 }
             }

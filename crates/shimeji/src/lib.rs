@@ -63,6 +63,7 @@ pub mod config;
 pub mod container;
 pub mod context;
 pub mod dependency;
+pub mod entrypoint;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -124,6 +125,7 @@ pub mod __private {
     pub use crate::binding::Binder;
     pub use crate::client::CallSite;
     pub use crate::dependency::probe;
+    pub use crate::entrypoint::EntrypointId;
     pub use crate::payload::Payload;
     pub use crate::service::{
         ArgDescription, EventHandlerDescription, EventHandlerSpec, RpcDescription,

@@ -33,68 +33,21 @@ use serde_json::Value;
 use std::future::Future;
 
 use crate::dependency::Dependency;
+pub use crate::entrypoint::{EntrypointId, EventHandlerSpec, HandlerType, TimerSpec};
 use crate::error::RemoteError;
 use crate::payload::Payload;
-
-/// Which instances get an event (Nameko's `handler_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum HandlerType {
-    /// One instance of each handling service gets the event (the default).
-    #[default]
-    ServicePool,
-    /// One instance in the whole cluster gets the event.
-    Singleton,
-    /// Every instance gets the event.
-    Broadcast,
-}
-
-impl HandlerType {
-    /// Nameko's name for the handler type.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandlerType::ServicePool => "service_pool",
-            HandlerType::Singleton => "singleton",
-            HandlerType::Broadcast => "broadcast",
-        }
-    }
-}
-
-/// An event handler entrypoint, as the container and transports need it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventHandlerSpec {
-    /// The method that handles the event.
-    pub method: &'static str,
-    /// The service that dispatches the event.
-    pub source: &'static str,
-    /// The event type.
-    pub event_type: &'static str,
-    /// Which instances get the event.
-    pub handler_type: HandlerType,
-    /// Keep undelivered events while no instance is running (default true).
-    pub reliable_delivery: bool,
-}
-
-/// A timer entrypoint: `#[timer(interval = "5s", eager = true)]`.
-///
-/// Runs never overlap: a run still going when the next tick comes makes the
-/// timer skip that tick, and the next run starts on the following one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimerSpec {
-    /// The method to run.
-    pub method: &'static str,
-    /// Time between runs, in milliseconds.
-    pub interval_ms: u64,
-    /// Run once at start, without waiting for the first interval.
-    pub eager: bool,
-}
 
 /// A service: the dispatch `#[service]` generates. Not meant to be
 /// implemented by hand.
 pub trait Service: Send + Sync + 'static {
     /// The service's name: its address.
     const NAME: &'static str;
-    /// The names of its RPC entrypoints.
+    /// The names of all its entrypoints, in declaration order: RPC
+    /// methods, event handlers, timers, HTTP routes. An
+    /// [`EntrypointId`] is a position in this list.
+    const ENTRYPOINTS: &'static [&'static str];
+    /// The names of its RPC entrypoints (the first `RPC_METHODS.len()`
+    /// of [`ENTRYPOINTS`](Self::ENTRYPOINTS)).
     const RPC_METHODS: &'static [&'static str];
     /// Its event handler entrypoints.
     const EVENT_HANDLERS: &'static [EventHandlerSpec];
@@ -107,15 +60,27 @@ pub trait Service: Send + Sync + 'static {
     #[cfg(feature = "http")]
     const HTTP_ROUTES: &'static [crate::http::HttpRouteSpec] = &[];
 
-    /// Runs HTTP entrypoint `name` for a request.
+    /// The RPC entrypoint called `method`, if there is one: the one name
+    /// lookup of a call.
+    fn rpc_entrypoint(method: &str) -> Option<EntrypointId>;
+
+    /// The name of entrypoint `id`.
+    fn entrypoint_name(id: EntrypointId) -> &'static str {
+        Self::ENTRYPOINTS
+            .get(id.index())
+            .copied()
+            .unwrap_or("unknown")
+    }
+
+    /// Runs HTTP entrypoint `id` for a request.
     #[cfg(feature = "http")]
     fn dispatch_http(
         &self,
-        name: &'static str,
+        id: EntrypointId,
         request: crate::http::Request,
     ) -> impl Future<Output = crate::http::Response> + Send + '_ {
         let _ = request;
-        async move { crate::http::not_found(name) }
+        async move { crate::http::not_found(Self::entrypoint_name(id)) }
     }
 
     /// The error types entrypoint `entrypoint` declares (its error type's
@@ -129,26 +94,26 @@ pub trait Service: Send + Sync + 'static {
     /// A machine-readable description of the service.
     fn describe() -> ServiceDescription;
 
-    /// Runs RPC entrypoint `method` with the request `payload`.
+    /// Runs RPC entrypoint `id` with the request `payload`.
     fn dispatch_rpc(
         &self,
-        method: &'static str,
+        id: EntrypointId,
         payload: Payload,
     ) -> impl Future<Output = Result<Payload, RemoteError>> + Send + '_;
 
-    /// Runs event handler `method` with the event `payload`.
+    /// Runs event handler `id` with the event `payload`.
     fn dispatch_event(
         &self,
-        method: &'static str,
+        id: EntrypointId,
         payload: Value,
     ) -> impl Future<Output = Result<(), RemoteError>> + Send + '_;
 
-    /// Runs timer entrypoint `method`.
+    /// Runs timer entrypoint `id`.
     fn dispatch_timer(
         &self,
-        method: &'static str,
+        id: EntrypointId,
     ) -> impl Future<Output = Result<(), RemoteError>> + Send + '_ {
-        async move { Err(RemoteError::method_not_found(method)) }
+        async move { Err(RemoteError::method_not_found(Self::entrypoint_name(id))) }
     }
 
     /// The service's dependencies (fields that implement [`Dependency`]).

@@ -24,10 +24,11 @@ use limit::WorkerLimit;
 
 use crate::context::{self, WorkerContext};
 use crate::dependency::{DependencyError, SetupContext};
+use crate::entrypoint::{EntrypointId, EventHandlerSpec, TimerSpec};
 use crate::error::RemoteError;
 use crate::payload::Payload;
 use crate::service::Service;
-use crate::transport::{Binding, ServiceHandler, Serving, Transport, TransportError};
+use crate::transport::{Binding, HandlerError, ServiceHandler, Serving, Transport, TransportError};
 
 /// An entrypoint run that finished, as [`entrypoint waiters`](crate::RunningServices::entrypoint_waiter) see it.
 #[derive(Debug, Clone)]
@@ -177,6 +178,8 @@ impl<S: Service> Container<S> {
                 .map(|r| entrypoint(S::NAME, r.name, None, &[])),
         );
         crate::metrics::declare_events(S::NAME, S::describe().events);
+        // Indexed by `EntrypointId`: the same order as `S::ENTRYPOINTS`.
+        debug_assert_eq!(all.len(), S::ENTRYPOINTS.len());
         all
     }
 
@@ -212,7 +215,7 @@ impl<S: Service> Container<S> {
                 source,
             })?;
         for timer in S::TIMERS {
-            tokio::spawn(self.clone().run_timer(*timer));
+            tokio::spawn(self.clone().run_timer(timer));
         }
         tracing::info!(
             service = S::NAME,
@@ -226,7 +229,7 @@ impl<S: Service> Container<S> {
     /// Runs a timer entrypoint every interval until the instance stops. A run
     /// is a worker like any other (context, `max_workers`, hooks). Runs never
     /// overlap: ticks missed while a run goes on are skipped.
-    async fn run_timer(self: Arc<Self>, timer: crate::service::TimerSpec) {
+    async fn run_timer(self: Arc<Self>, timer: &'static TimerSpec) {
         let period = Duration::from_millis(timer.interval_ms);
         let first = if timer.eager {
             tokio::time::Instant::now()
@@ -241,15 +244,13 @@ impl<S: Service> Container<S> {
                 _ = self.stopping.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let method = timer.method;
-            if let Err(error) = self
-                .run(method, None, move |svc| svc.dispatch_timer(method))
-                .await
-            {
-                if error.exc_type == "ServiceStopping" {
-                    return;
+            let id = timer.id;
+            match self.run(id, None, move |svc| svc.dispatch_timer(id)).await {
+                Ok(()) => {}
+                Err(HandlerError::Stopping) => return,
+                Err(HandlerError::Failed(error)) => {
+                    tracing::warn!(service = S::NAME, timer = timer.method, %error, "timer run failed");
                 }
-                tracing::warn!(service = S::NAME, timer = method, %error, "timer run failed");
             }
         }
     }
@@ -296,21 +297,22 @@ impl<S: Service> Container<S> {
     /// Runs one worker: permit, context, per-call hooks, panic guard.
     async fn run<'a, T, F>(
         &'a self,
-        entrypoint: &'static str,
+        id: EntrypointId,
         caller: Option<WorkerContext>,
         work: impl FnOnce(&'a S) -> F,
-    ) -> Result<T, RemoteError>
+    ) -> Result<T, HandlerError>
     where
         F: Future<Output = Result<T, RemoteError>> + Send + 'a,
     {
         if !self.accepting.load(Ordering::Acquire) {
-            return Err(RemoteError::service_stopping(S::NAME));
+            return Err(HandlerError::Stopping);
         }
         let _slot = self
             .workers
             .acquire()
             .await
-            .map_err(|_| RemoteError::service_stopping(S::NAME))?;
+            .map_err(|_| HandlerError::Stopping)?;
+        let entrypoint = S::entrypoint_name(id);
         let ctx = WorkerContext::for_worker(
             S::NAME,
             entrypoint,
@@ -318,15 +320,7 @@ impl<S: Service> Container<S> {
             self.settings.parent_calls_tracked,
         );
         let exporting = crate::trace::span_sink().map(|sink| (sink, std::time::SystemTime::now()));
-        let measured = if self.metrics.is_empty() {
-            None
-        } else {
-            self.metrics
-                .iter()
-                // The same static string, mostly: compare addresses first.
-                .find(|m| std::ptr::eq(m.entrypoint(), entrypoint) || m.entrypoint() == entrypoint)
-                .map(|m| m.start())
-        };
+        let measured = self.metrics.get(id.index()).map(|m| m.start());
         let deps = if self.worker_hooks {
             self.service.dependencies()
         } else {
@@ -416,7 +410,7 @@ impl<S: Service> Container<S> {
                 result: result.as_ref().map(|_| ()).map_err(Clone::clone),
             });
         }
-        result
+        result.map_err(HandlerError::Failed)
     }
 }
 
@@ -438,25 +432,24 @@ impl<S: Service> ServiceHandler for Container<S> {
         method: &'a str,
         payload: Payload,
         caller: Option<WorkerContext>,
-    ) -> BoxFuture<'a, Result<Payload, RemoteError>> {
+    ) -> BoxFuture<'a, Result<Payload, HandlerError>> {
         Box::pin(async move {
-            let Some(&method) = S::RPC_METHODS.iter().find(|m| **m == method) else {
-                return Err(RemoteError::method_not_found(method));
+            let Some(id) = S::rpc_entrypoint(method) else {
+                return Err(HandlerError::Failed(RemoteError::method_not_found(method)));
             };
-            self.run(method, caller, move |svc| svc.dispatch_rpc(method, payload))
+            self.run(id, caller, move |svc| svc.dispatch_rpc(id, payload))
                 .await
         })
     }
 
     fn handle_event(
         &self,
-        method: &'static str,
+        handler: &'static EventHandlerSpec,
         payload: Value,
         caller: Option<WorkerContext>,
-    ) -> BoxFuture<'_, Result<(), RemoteError>> {
-        Box::pin(self.run(method, caller, move |svc| {
-            svc.dispatch_event(method, payload)
-        }))
+    ) -> BoxFuture<'_, Result<(), HandlerError>> {
+        let id = handler.id;
+        Box::pin(self.run(id, caller, move |svc| svc.dispatch_event(id, payload)))
     }
 }
 
@@ -464,25 +457,26 @@ impl<S: Service> ServiceHandler for Container<S> {
 impl<S: Service> crate::http::server::HttpHandler for Container<S> {
     fn handle(
         &self,
-        name: &'static str,
+        id: EntrypointId,
         request: crate::http::Request,
     ) -> BoxFuture<'_, crate::http::Response> {
         use axum::http::StatusCode;
         Box::pin(async move {
             let (caller, request_id) = crate::http::edge_context(request.headers());
             let ran = self
-                .run(name, Some(caller), move |svc| async move {
-                    Ok(svc.dispatch_http(name, request).await)
+                .run(id, Some(caller), move |svc| async move {
+                    Ok(svc.dispatch_http(id, request).await)
                 })
                 .await;
             let mut response = match ran {
                 Ok(response) => response,
-                Err(e) if e.exc_type == "ServiceStopping" => crate::http::error_body(
+                Err(HandlerError::Stopping) => crate::http::error_body(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
                     "the service is stopping",
                 ),
-                Err(e) => {
+                Err(HandlerError::Failed(e)) => {
+                    let name = S::entrypoint_name(id);
                     tracing::error!(service = S::NAME, entrypoint = name, error = %e, "HTTP entrypoint failed");
                     crate::http::error_body(
                         StatusCode::INTERNAL_SERVER_ERROR,

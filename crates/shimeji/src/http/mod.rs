@@ -114,6 +114,8 @@ pub const DEFAULT_WEB_SERVER_ADDRESS: &str = "0.0.0.0:8000";
 /// An HTTP entrypoint, as `#[service]` declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpRouteSpec {
+    /// The entrypoint.
+    pub id: crate::entrypoint::EntrypointId,
     /// `GET`, `POST`, …
     pub method: &'static str,
     /// The route, with `{param}` placeholders.

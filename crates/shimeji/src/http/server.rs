@@ -20,6 +20,7 @@ use super::{error_body, HttpRouteSpec, Request, Response};
 use crate::client::Client;
 use crate::config::{Config, ConfigError};
 use crate::context::{self, WorkerContext};
+use crate::entrypoint::EntrypointId;
 use crate::error::RemoteError;
 use crate::metrics::WebSocketClose;
 
@@ -70,7 +71,7 @@ impl WebLimits {
 
 /// What serves a service's HTTP routes: its container.
 pub(crate) trait HttpHandler: Send + Sync {
-    fn handle(&self, name: &'static str, request: Request) -> BoxFuture<'_, Response>;
+    fn handle(&self, id: EntrypointId, request: Request) -> BoxFuture<'_, Response>;
 }
 
 /// The routes and WebSocket services a runner collected.
@@ -122,10 +123,10 @@ impl WebApp {
             seen.push((spec.method, spec.path, service));
             let method = Method::from_bytes(spec.method.as_bytes()).map_err(|e| e.to_string())?;
             let filter = MethodFilter::try_from(method).map_err(|e| e.to_string())?;
-            let name = spec.name;
+            let id = spec.id;
             let route = on(filter, move |request: Request| {
                 let handler = handler.clone();
-                async move { handler.handle(name, request).await }
+                async move { handler.handle(id, request).await }
             });
             let path = spec.path;
             router = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || router.route(path, route)))

@@ -26,12 +26,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    event_queue_name, Binding, DispatchError, Event, Request, ServiceHandler, Serving, Transport,
-    TransportError,
+    event_queue_name, Binding, DispatchError, Event, HandlerError, Request, ServiceHandler,
+    Serving, Transport, TransportError,
 };
+use crate::entrypoint::{EventHandlerSpec, HandlerType};
 use crate::error::CallError;
 use crate::payload::Payload;
-use crate::service::HandlerType;
 
 /// The in-process transport. Clones share one broker.
 #[derive(Clone, Default)]
@@ -75,7 +75,7 @@ struct EventQueue {
 struct EventConsumer {
     queue: Arc<str>,
     instance_id: String,
-    method: &'static str,
+    spec: &'static EventHandlerSpec,
     handler: Arc<dyn ServiceHandler>,
 }
 
@@ -112,26 +112,17 @@ impl MemoryTransport {
     }
 }
 
-/// True for the error of an instance that refused work because it is
-/// stopping: the work goes elsewhere, nothing is lost.
-fn refused(error: &crate::error::RemoteError) -> bool {
-    error.exc_type == "ServiceStopping"
-}
-
 fn deliver(broker: Arc<Broker>, consumer: EventConsumer, event: Event) {
     tokio::spawn(async move {
         let result = consumer
             .handler
-            .handle_event(
-                consumer.method,
-                event.payload.clone(),
-                event.context.clone(),
-            )
+            .handle_event(consumer.spec, event.payload.clone(), event.context.clone())
             .await;
         match result {
-            Err(error) if refused(&error) => broker.requeue(&consumer.queue, event),
-            Err(error) => tracing::warn!(
-                method = consumer.method,
+            // Refused by a stopping instance: another one takes it.
+            Err(HandlerError::Stopping) => broker.requeue(&consumer.queue, event),
+            Err(HandlerError::Failed(error)) => tracing::warn!(
+                method = consumer.spec.method,
                 source = %event.source,
                 event_type = %event.event_type,
                 %error,
@@ -235,7 +226,7 @@ impl Broker {
             queue.consumers.push(EventConsumer {
                 queue: name.into(),
                 instance_id: binding.instance_id.clone(),
-                method: spec.method,
+                spec,
                 handler: binding.handler.clone(),
             });
             while let Some(event) = queue.backlog.pop_front() {
@@ -288,7 +279,7 @@ impl Transport for MemoryTransport {
             handler
                 .handle_rpc(&request.method, request.payload, request.context)
                 .await
-                .map_err(CallError::from_remote)
+                .map_err(|e| CallError::from_remote(e.into_remote(&request.service)))
         })
     }
 

@@ -16,9 +16,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::context::WorkerContext;
+use crate::entrypoint::{EventHandlerSpec, HandlerType};
 use crate::error::{CallError, RemoteError};
 use crate::payload::Payload;
-use crate::service::{EventHandlerSpec, HandlerType};
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
@@ -84,6 +84,37 @@ pub enum TransportError {
     Other(String),
 }
 
+/// Why a service instance did not answer with a result.
+///
+/// A transport `match`es on it: [`Stopping`](HandlerError::Stopping) work
+/// was never started, so it goes back to its queue or to another instance
+/// and nothing is lost; a [`Failed`](HandlerError::Failed) run answers its
+/// caller with the error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandlerError {
+    /// The instance is stopping and took no new work.
+    Stopping,
+    /// The work ran, or could not run, and failed with this error.
+    Failed(RemoteError),
+}
+
+impl HandlerError {
+    /// The error to answer a caller with: a stopping instance that has no
+    /// way to pass the work on answers `ServiceStopping`.
+    pub fn into_remote(self, service: &str) -> RemoteError {
+        match self {
+            HandlerError::Stopping => RemoteError::service_stopping(service),
+            HandlerError::Failed(error) => error,
+        }
+    }
+}
+
+impl From<RemoteError> for HandlerError {
+    fn from(error: RemoteError) -> Self {
+        HandlerError::Failed(error)
+    }
+}
+
 /// What a transport hands work to: one running service instance.
 pub trait ServiceHandler: Send + Sync + 'static {
     /// Runs RPC entrypoint `method` for a request from `caller`.
@@ -92,15 +123,16 @@ pub trait ServiceHandler: Send + Sync + 'static {
         method: &'a str,
         payload: Payload,
         caller: Option<WorkerContext>,
-    ) -> BoxFuture<'a, Result<Payload, RemoteError>>;
+    ) -> BoxFuture<'a, Result<Payload, HandlerError>>;
 
-    /// Runs event handler `method` for an event dispatched by `caller`.
+    /// Runs event handler `handler` (one of the instance's
+    /// [`Binding::event_handlers`]) for an event dispatched by `caller`.
     fn handle_event(
         &self,
-        method: &'static str,
+        handler: &'static EventHandlerSpec,
         payload: Value,
         caller: Option<WorkerContext>,
-    ) -> BoxFuture<'_, Result<(), RemoteError>>;
+    ) -> BoxFuture<'_, Result<(), HandlerError>>;
 }
 
 /// A service instance to serve: its RPC queue and its event handlers.
@@ -188,11 +220,11 @@ pub trait Transport: Send + Sync + 'static {
 /// The name of the queue an event handler consumes from, as Nameko names it.
 ///
 /// ```
-/// use shimeji::service::{EventHandlerSpec, HandlerType};
+/// use shimeji::entrypoint::{EntrypointId, EventHandlerSpec, HandlerType};
 /// use shimeji::transport::event_queue_name;
 ///
 /// let spec = EventHandlerSpec {
-///     method: "welcome", source: "accounts", event_type: "user_created",
+///     id: EntrypointId::new(0), method: "welcome", source: "accounts", event_type: "user_created",
 ///     handler_type: HandlerType::ServicePool, reliable_delivery: true,
 /// };
 /// assert_eq!(event_queue_name("greeter", &spec, "abc"), "evt-accounts-user_created--greeter.welcome");

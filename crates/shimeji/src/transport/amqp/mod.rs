@@ -59,12 +59,13 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    event_queue_name, Binding, DispatchError, Event, Request, Serving, Transport, TransportError,
+    event_queue_name, Binding, DispatchError, Event, HandlerError, Request, Serving, Transport,
+    TransportError,
 };
 use crate::config::{redact_uri, Config};
+use crate::entrypoint::{EventHandlerSpec, HandlerType};
 use crate::error::{CallError, RemoteError};
 use crate::payload::Payload;
-use crate::service::HandlerType;
 
 mod acks;
 pub mod wire;
@@ -987,7 +988,7 @@ async fn consume(
     let channel = session.connection.open_channel(None).await?;
     let rpc_exchange = &inner.settings.rpc_exchange;
     let prefetch = u16::try_from(binding.max_workers).unwrap_or(u16::MAX);
-    let mut queues: Vec<(String, Option<&'static str>)> = Vec::new();
+    let mut queues: Vec<(String, Option<&'static EventHandlerSpec>)> = Vec::new();
     if binding.has_rpc {
         let queue = wire::rpc_queue(binding.service);
         channel
@@ -1032,7 +1033,7 @@ async fn consume(
         channel
             .queue_bind(QueueBindArguments::new(&queue, &exchange, spec.event_type))
             .await?;
-        queues.push((queue, Some(spec.method)));
+        queues.push((queue, Some(spec)));
     }
     channel
         .basic_qos(BasicQosArguments::new(0, prefetch, false))
@@ -1051,7 +1052,7 @@ async fn consume(
             inner: Arc::downgrade(inner),
             acker: acker.clone(),
             served: served.clone(),
-            event_method,
+            event_handler: event_method,
         };
         tokio::spawn(worker.run(rx));
     }
@@ -1073,8 +1074,8 @@ struct Worker {
     inner: Weak<Inner>,
     acker: Arc<acks::Acker>,
     served: Arc<Served>,
-    /// `Some(method)` for an event queue, `None` for the RPC queue.
-    event_method: Option<&'static str>,
+    /// `Some(handler)` for an event queue, `None` for the RPC queue.
+    event_handler: Option<&'static EventHandlerSpec>,
 }
 
 impl Worker {
@@ -1110,8 +1111,8 @@ impl Worker {
             bytes: &body,
             size: body_size,
         };
-        match self.event_method {
-            Some(method) => self.handle_event(method, tag, &props, body).await,
+        match self.event_handler {
+            Some(handler) => self.handle_event(handler, tag, &props, body).await,
             None => {
                 self.handle_rpc(deliver.routing_key(), tag, &props, body)
                     .await
@@ -1149,12 +1150,12 @@ impl Worker {
                         Some(incoming.context),
                     )
                     .await;
-                if let Err(e) = &result {
-                    if e.exc_type == "ServiceStopping" {
-                        // Another instance will take it.
-                        return self.acker.requeue(tag).await;
-                    }
-                }
+                let result = match result {
+                    // Refused by a stopping instance: another one takes it.
+                    Err(HandlerError::Stopping) => return self.acker.requeue(tag).await,
+                    Err(HandlerError::Failed(error)) => Err(error),
+                    Ok(payload) => Ok(payload),
+                };
                 let result = result.and_then(|p| {
                     p.into_json()
                         .map_err(|e| RemoteError::unserializable(e.to_string()))
@@ -1240,7 +1241,7 @@ impl Worker {
 
     async fn handle_event(
         &self,
-        method: &'static str,
+        handler: &'static EventHandlerSpec,
         tag: u64,
         props: &BasicProperties,
         body: Body<'_>,
@@ -1249,6 +1250,7 @@ impl Worker {
             return;
         };
         let service = self.served.binding.service;
+        let method = handler.method;
         if body.size > inner.settings.max_message_size as u64 {
             tracing::warn!(
                 service,
@@ -1281,11 +1283,12 @@ impl Worker {
             .served
             .binding
             .handler
-            .handle_event(method, payload, Some(context))
+            .handle_event(handler, payload, Some(context))
             .await
         {
-            Err(e) if e.exc_type == "ServiceStopping" => self.acker.requeue(tag).await,
-            Err(error) => {
+            // Refused by a stopping instance: another one takes it.
+            Err(HandlerError::Stopping) => self.acker.requeue(tag).await,
+            Err(HandlerError::Failed(error)) => {
                 tracing::warn!(service, method, %error, "event handler failed");
                 self.acker.ack(tag)
             }
