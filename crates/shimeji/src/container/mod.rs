@@ -8,40 +8,26 @@
 //! dependencies.
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
-use serde_json::Value;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+mod handler;
 mod limit;
+mod observe;
+mod timer;
+mod worker;
 
 use limit::WorkerLimit;
+pub use observe::Finished;
+pub(crate) use observe::Observers;
+use observe::RunObserver;
 
-use crate::context::{self, WorkerContext};
 use crate::dependency::{DependencyError, SetupContext};
-use crate::entrypoint::{EntrypointId, EventHandlerSpec, TimerSpec};
-use crate::error::RemoteError;
-use crate::payload::Payload;
+use crate::entrypoint::EntrypointId;
 use crate::service::Service;
-use crate::transport::{Binding, HandlerError, ServiceHandler, Serving, Transport, TransportError};
-
-/// An entrypoint run that finished, as [`entrypoint waiters`](crate::RunningServices::entrypoint_waiter) see it.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// The service.
-    pub service: &'static str,
-    /// The entrypoint (method name).
-    pub entrypoint: &'static str,
-    /// The worker's call id.
-    pub call_id: String,
-    /// `Ok` or the error the worker ended with.
-    pub result: Result<(), RemoteError>,
-}
+use crate::transport::{Binding, HandlerError, Serving, Transport, TransportError};
 
 /// Why a service instance failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -88,22 +74,6 @@ pub(crate) struct Settings {
     pub observers: Arc<Observers>,
 }
 
-/// Where finished entrypoint runs are announced, for waiters.
-pub(crate) struct Observers {
-    pub(crate) finished: broadcast::Sender<Finished>,
-    /// How many waiters listen: nothing is sent while none does.
-    pub(crate) watching: AtomicUsize,
-}
-
-impl Observers {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Observers {
-            finished: broadcast::channel(1024).0,
-            watching: AtomicUsize::new(0),
-        })
-    }
-}
-
 pub(crate) struct Container<S: Service> {
     service: Arc<S>,
     instance_id: String,
@@ -114,18 +84,8 @@ pub(crate) struct Container<S: Service> {
     stopping: CancellationToken,
     worker_hooks: bool,
     settings: Settings,
-    /// One per entrypoint while metrics are on; empty when they are off.
-    metrics: Vec<Arc<crate::metrics::EntrypointMetrics>>,
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "the entrypoint panicked".to_string()
-    }
+    /// Metrics, spans, OTLP and waiters of every run.
+    observer: RunObserver,
 }
 
 impl<S: Service> Container<S> {
@@ -136,6 +96,7 @@ impl<S: Service> Container<S> {
         } else {
             Vec::new()
         };
+        let observer = RunObserver::new(S::NAME, metrics, settings.observers.clone());
         let container = Arc::new(Container {
             service,
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -145,9 +106,9 @@ impl<S: Service> Container<S> {
             stopping: CancellationToken::new(),
             worker_hooks,
             settings,
-            metrics,
+            observer,
         });
-        if !container.metrics.is_empty() {
+        if container.observer.is_measured() {
             let stats: Arc<dyn crate::metrics::WorkerStats> = container.clone();
             crate::metrics::watch_instance(Arc::downgrade(&stats));
         }
@@ -214,9 +175,7 @@ impl<S: Service> Container<S> {
                 service: S::NAME,
                 source,
             })?;
-        for timer in S::TIMERS {
-            tokio::spawn(self.clone().run_timer(timer));
-        }
+        self.start_timers();
         tracing::info!(
             service = S::NAME,
             instance = %self.instance_id,
@@ -224,35 +183,6 @@ impl<S: Service> Container<S> {
             "service started"
         );
         Ok(serving)
-    }
-
-    /// Runs a timer entrypoint every interval until the instance stops. A run
-    /// is a worker like any other (context, `max_workers`, hooks). Runs never
-    /// overlap: ticks missed while a run goes on are skipped.
-    async fn run_timer(self: Arc<Self>, timer: &'static TimerSpec) {
-        let period = Duration::from_millis(timer.interval_ms);
-        let first = if timer.eager {
-            tokio::time::Instant::now()
-        } else {
-            tokio::time::Instant::now() + period
-        };
-        let mut ticks = tokio::time::interval_at(first, period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.stopping.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            let id = timer.id;
-            match self.run(id, None, move |svc| svc.dispatch_timer(id)).await {
-                Ok(()) => {}
-                Err(HandlerError::Stopping) => return,
-                Err(HandlerError::Failed(error)) => {
-                    tracing::warn!(service = S::NAME, timer = timer.method, %error, "timer run failed");
-                }
-            }
-        }
     }
 
     /// Stops taking work, drains the workers in flight, stops the dependencies.
@@ -293,125 +223,6 @@ impl<S: Service> Container<S> {
         }
         tracing::info!(service = S::NAME, instance = %self.instance_id, "service stopped");
     }
-
-    /// Runs one worker: permit, context, per-call hooks, panic guard.
-    async fn run<'a, T, F>(
-        &'a self,
-        id: EntrypointId,
-        caller: Option<WorkerContext>,
-        work: impl FnOnce(&'a S) -> F,
-    ) -> Result<T, HandlerError>
-    where
-        F: Future<Output = Result<T, RemoteError>> + Send + 'a,
-    {
-        if !self.accepting.load(Ordering::Acquire) {
-            return Err(HandlerError::Stopping);
-        }
-        let _slot = self
-            .workers
-            .acquire()
-            .await
-            .map_err(|_| HandlerError::Stopping)?;
-        let entrypoint = S::entrypoint_name(id);
-        let ctx = WorkerContext::for_worker(
-            S::NAME,
-            entrypoint,
-            caller,
-            self.settings.parent_calls_tracked,
-        );
-        let exporting = crate::trace::span_sink().map(|sink| (sink, std::time::SystemTime::now()));
-        let measured = self.metrics.get(id.index()).map(|m| m.start());
-        let deps = if self.worker_hooks {
-            self.service.dependencies()
-        } else {
-            Vec::new()
-        };
-        for dep in &deps {
-            dep.worker_setup(&ctx);
-        }
-        let guarded = AssertUnwindSafe(work(&self.service)).catch_unwind();
-        // One span per entrypoint run, built only when a subscriber listens
-        // at INFO: the hot path pays a relaxed load otherwise.
-        let span = if tracing::dispatcher::has_been_set()
-            && tracing::level_enabled!(tracing::Level::INFO)
-        {
-            let span = tracing::info_span!(
-                target: "shimeji::entrypoint",
-                "entrypoint",
-                service = S::NAME,
-                entrypoint,
-                call_id = tracing::field::Empty,
-                parent_call_id = tracing::field::Empty,
-            );
-            if !span.is_disabled() {
-                if let Some(id) = ctx.call_id() {
-                    span.record("call_id", id.as_str());
-                }
-                if let Some(parent) = ctx.parent_call_id() {
-                    span.record("parent_call_id", parent.as_str());
-                }
-            }
-            span
-        } else {
-            tracing::Span::none()
-        };
-        let mut worker = std::pin::pin!(tracing::Instrument::instrument(
-            context::scope(ctx.clone(), guarded),
-            span
-        ));
-        // Most workers finish on their first poll; only one that waits needs
-        // to listen for the kill signal too.
-        let outcome = match futures::poll!(worker.as_mut()) {
-            std::task::Poll::Ready(outcome) => Some(outcome),
-            std::task::Poll::Pending => tokio::select! {
-                biased;
-                outcome = worker => Some(outcome),
-                _ = self.kill.cancelled() => None,
-            },
-        };
-        let result = match outcome {
-            Some(Ok(result)) => result,
-            Some(Err(panic)) => {
-                let message = panic_message(panic.as_ref());
-                tracing::error!(service = S::NAME, entrypoint, panic = %message, "entrypoint panicked");
-                Err(RemoteError::panicked(message))
-            }
-            None => Err(RemoteError::worker_killed(S::NAME)),
-        };
-        if let Some(run) = measured {
-            run.finish(result.as_ref().err().map(|e| e.exc_type.as_str()));
-        }
-        if let Some((sink, start)) = exporting {
-            if let Some(span) = ctx.trace_parent() {
-                sink.export(crate::trace::FinishedSpan {
-                    service: S::NAME,
-                    entrypoint,
-                    call_id: ctx.call_id().unwrap_or_default(),
-                    span,
-                    parent_span_id: ctx.parent_span(),
-                    start,
-                    end: std::time::SystemTime::now(),
-                    error: result
-                        .as_ref()
-                        .err()
-                        .map(|e| (e.exc_type.clone(), e.value.clone())),
-                });
-            }
-        }
-        for dep in &deps {
-            dep.worker_result(&ctx, result.as_ref().map(|_| ()));
-            dep.worker_teardown(&ctx);
-        }
-        if self.settings.observers.watching.load(Ordering::Relaxed) > 0 {
-            let _ = self.settings.observers.finished.send(Finished {
-                service: S::NAME,
-                entrypoint,
-                call_id: ctx.call_id().unwrap_or_default(),
-                result: result.as_ref().map(|_| ()).map_err(Clone::clone),
-            });
-        }
-        result.map_err(HandlerError::Failed)
-    }
 }
 
 impl<S: Service> crate::metrics::WorkerStats for Container<S> {
@@ -423,33 +234,6 @@ impl<S: Service> crate::metrics::WorkerStats for Container<S> {
         let max = self.settings.max_workers;
         let busy = max.saturating_sub(self.workers.free());
         (busy, max, self.workers.waiting())
-    }
-}
-
-impl<S: Service> ServiceHandler for Container<S> {
-    fn handle_rpc<'a>(
-        &'a self,
-        method: &'a str,
-        payload: Payload,
-        caller: Option<WorkerContext>,
-    ) -> BoxFuture<'a, Result<Payload, HandlerError>> {
-        Box::pin(async move {
-            let Some(id) = S::rpc_entrypoint(method) else {
-                return Err(HandlerError::Failed(RemoteError::method_not_found(method)));
-            };
-            self.run(id, caller, move |svc| svc.dispatch_rpc(id, payload))
-                .await
-        })
-    }
-
-    fn handle_event(
-        &self,
-        handler: &'static EventHandlerSpec,
-        payload: Value,
-        caller: Option<WorkerContext>,
-    ) -> BoxFuture<'_, Result<(), HandlerError>> {
-        let id = handler.id;
-        Box::pin(self.run(id, caller, move |svc| svc.dispatch_event(id, payload)))
     }
 }
 
