@@ -36,6 +36,9 @@ impl EntrypointMetrics {
     /// Starts a run: counted in flight until it is finished or dropped.
     pub(crate) fn start(&self) -> Run<'_> {
         self.duration.begin();
+        // Hand-over protocol, entrypoint side (see `metrics::handover`): a
+        // client polling this call on this thread offers its start reading;
+        // taking it makes the run start where the client's call started.
         let (started, caller) = match handover::take_start() {
             Some((started, token)) => (started, Some(token)),
             None => (Instant::now(), None),
@@ -70,8 +73,9 @@ impl Run<'_> {
         let m = self.metrics;
         let nanos = Instant::now().nanos_since(self.started);
         match self.caller {
-            // Still inside the caller's first poll: the caller counts the
-            // call through this observation instead of making its own.
+            // Hand-over protocol (see `metrics::handover`): still inside the
+            // caller's first poll, the caller counts the call through this
+            // observation instead of making its own.
             Some(caller) if handover::recorded_for(caller) => m.inline.observe(nanos),
             _ => m.duration.observe(nanos),
         }
