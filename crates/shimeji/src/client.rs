@@ -211,9 +211,14 @@ impl Client {
         let mut call = bound.transport.call(request);
         // A call that completes on its first poll (in-process, mostly) needs
         // no timer: arm the timeout only when the reply has to be waited for.
+        // Hand-over protocol (see `metrics::handover`): the start reading is
+        // offered, for this first poll only, to an in-process entrypoint that
+        // runs within it; one that also ends within it observes the call for
+        // both series.
         let first_poll = measured.map(|(_, started)| crate::metrics::handover::hand_over(started));
         let first = futures::poll!(&mut call);
-        // Whether the entrypoint that served the call inline timed it for us.
+        // Whether the entrypoint that served the call inline timed it for us
+        // (hand-over); dropping `poll` ends the offer.
         let timed_for_us = first_poll.is_some_and(|poll| poll.end());
         let result = match first {
             std::task::Poll::Ready(result) => result,
@@ -228,6 +233,7 @@ impl Client {
         };
         if let Some((metrics, started)) = measured {
             let error = result.as_ref().err().map(CallError::exc_type);
+            // Timed for us: only the outcome is ours to count (hand-over).
             let nanos =
                 (!timed_for_us).then(|| crate::metrics::Instant::now().nanos_since(started));
             metrics.record(nanos, error);
