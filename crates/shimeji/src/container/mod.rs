@@ -7,7 +7,6 @@
 //! flight (up to the drain timeout, then cancels them), and stops the
 //! dependencies.
 
-use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +24,8 @@ pub(crate) use observe::Observers;
 use observe::RunObserver;
 
 use crate::dependency::{DependencyError, SetupContext};
-use crate::entrypoint::EntrypointId;
 use crate::service::Service;
-use crate::transport::{Binding, HandlerError, Serving, Transport, TransportError};
+use crate::transport::{Binding, Serving, Transport, TransportError};
 
 /// Why a service instance failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -241,9 +239,9 @@ impl<S: Service> crate::metrics::WorkerStats for Container<S> {
 impl<S: Service> crate::http::server::HttpHandler for Container<S> {
     fn handle(
         &self,
-        id: EntrypointId,
+        id: crate::entrypoint::EntrypointId,
         request: crate::http::Request,
-    ) -> BoxFuture<'_, crate::http::Response> {
+    ) -> futures::future::BoxFuture<'_, crate::http::Response> {
         use axum::http::StatusCode;
         Box::pin(async move {
             let (caller, request_id) = crate::http::edge_context(request.headers());
@@ -254,12 +252,12 @@ impl<S: Service> crate::http::server::HttpHandler for Container<S> {
                 .await;
             let mut response = match ran {
                 Ok(response) => response,
-                Err(HandlerError::Stopping) => crate::http::error_body(
+                Err(crate::transport::HandlerError::Stopping) => crate::http::error_body(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
                     "the service is stopping",
                 ),
-                Err(HandlerError::Failed(e)) => {
+                Err(crate::transport::HandlerError::Failed(e)) => {
                     let name = S::entrypoint_name(id);
                     tracing::error!(service = S::NAME, entrypoint = name, error = %e, "HTTP entrypoint failed");
                     crate::http::error_body(

@@ -50,11 +50,6 @@ impl EntrypointMetrics {
         }
     }
 
-    /// The entrypoint's name, as its service declares it.
-    pub(crate) fn entrypoint(&self) -> &'static str {
-        self.entrypoint
-    }
-
     /// Both histograms summed: every run of this entrypoint.
     pub(super) fn snapshot(&self) -> Snapshot {
         Snapshot::of(&[&self.duration, &self.inline])
