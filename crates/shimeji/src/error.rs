@@ -346,10 +346,11 @@ impl Exception for CallError {
 }
 
 /// Implements [`Exception`] for one of shimeji's own errors, named after its
-/// Rust type under the `shimeji.` path.
+/// Rust type under the `shimeji.` path. Each module invokes it next to its
+/// own error type.
 macro_rules! shimeji_exception {
     ($($ty:ty => $name:literal),* $(,)?) => {$(
-        impl Exception for $ty {
+        impl $crate::error::Exception for $ty {
             fn exc_type(&self) -> String {
                 $name.to_string()
             }
@@ -363,9 +364,10 @@ macro_rules! shimeji_exception {
     )*};
 }
 
+pub(crate) use shimeji_exception;
+
 shimeji_exception! {
     crate::transport::DispatchError => "DispatchError",
-    crate::config::ConfigError => "ConfigError",
 }
 
 /// A failed call inside an entrypoint passes on with its remote type: write

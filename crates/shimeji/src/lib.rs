@@ -69,6 +69,7 @@ pub mod events;
 pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod inject;
 #[cfg(feature = "cli")]
 pub mod logging;
 pub mod metrics;
@@ -83,12 +84,13 @@ pub mod trace;
 pub mod transport;
 
 pub use client::{Client, ServiceClient};
-pub use config::{Config, ServiceConfig};
+pub use config::Config;
 pub use container::{Finished, StartError};
 pub use context::{spawn, WorkerContext};
 pub use dependency::{Dependencies, Dependency};
 pub use error::{CallError, Exception, RemoteError};
 pub use events::{DispatchError, EventDispatcher};
+pub use inject::{ServiceConfig, Settings};
 pub use runner::{EntrypointWaiter, RunningServices, ServiceRunner};
 pub use service::{HandlerType, Service, ServiceDescription};
 
