@@ -39,19 +39,16 @@
 //! # Ok(()) }
 //! ```
 
-use amqprs::callbacks::{ChannelCallback, ConnectionCallback};
+use amqprs::callbacks::ConnectionCallback;
 use amqprs::channel::{
-    BasicCancelArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
-    ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, QueueBindArguments,
-    QueueDeclareArguments,
+    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
+    ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
-use amqprs::{
-    Ack, BasicProperties, Cancel, Close, CloseChannel, FieldTable, FieldValue, Nack, Return,
-};
+use amqprs::{BasicProperties, Close, FieldTable, FieldValue};
 use futures::future::BoxFuture;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -67,6 +64,7 @@ use crate::payload::Payload;
 use crate::service::HandlerType;
 
 mod acks;
+mod publisher;
 mod settings;
 pub mod wire;
 
@@ -109,7 +107,7 @@ struct Inner {
 
 struct Session {
     connection: Connection,
-    publisher: Publisher,
+    publisher: publisher::Publisher,
     /// Event exchanges declared on this connection. Declaring waits on this
     /// lock: amqprs cannot have two declarations in flight on one channel.
     exchanges: tokio::sync::Mutex<HashSet<String>>,
@@ -324,7 +322,7 @@ async fn open_session(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> 
         .register_callback(ConnectionWatch { lost: lost.clone() })
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let publisher = Publisher::open(&connection, inner)
+    let publisher = publisher::Publisher::open(&connection, inner)
         .await
         .map_err(|e| fail(e.to_string()))?;
     let session = Arc::new(Session {
@@ -422,219 +420,6 @@ impl ConnectionCallback for ConnectionWatch {
         tracing::info!("the broker unblocked the connection");
     }
     async fn secret_updated(&mut self, _connection: &Connection) {}
-}
-
-/// How many confirm-mode channels replies and events spread over: each is a
-/// process of its own in the broker, and a lock of its own here.
-const CONFIRM_LANES: usize = 4;
-
-/// Confirm-mode channels, where each publish learns whether the broker took
-/// it (replies, events), and a plain channel for requests: a request needs no
-/// confirm, its reply says it arrived, and an unroutable one comes back
-/// (`mandatory`) at once.
-struct Publisher {
-    lanes: Vec<ConfirmLane>,
-    next_lane: AtomicU64,
-    requests: Channel,
-}
-
-/// One confirm-mode channel and the confirms it waits for.
-struct ConfirmLane {
-    channel: Channel,
-    /// Serializes publishes so that delivery tags follow publish order.
-    next_tag: tokio::sync::Mutex<u64>,
-    confirms: Arc<Mutex<BTreeMap<u64, oneshot::Sender<bool>>>>,
-}
-
-impl ConfirmLane {
-    async fn open(
-        connection: &Connection,
-        inner: &Arc<Inner>,
-    ) -> Result<Self, amqprs::error::Error> {
-        let channel = connection.open_channel(None).await?;
-        let confirms = Arc::new(Mutex::new(BTreeMap::new()));
-        channel
-            .register_callback(PublisherWatch {
-                confirms: confirms.clone(),
-                inner: Arc::downgrade(inner),
-            })
-            .await?;
-        channel
-            .confirm_select(ConfirmSelectArguments::default())
-            .await?;
-        Ok(ConfirmLane {
-            channel,
-            next_tag: tokio::sync::Mutex::new(1),
-            confirms,
-        })
-    }
-
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        mandatory: bool,
-        props: BasicProperties,
-        body: Vec<u8>,
-    ) -> Result<oneshot::Receiver<bool>, amqprs::error::Error> {
-        let (tx, rx) = oneshot::channel();
-        let mut next = self.next_tag.lock().await;
-        let tag = *next;
-        lock(&self.confirms).insert(tag, tx);
-        let mut args = BasicPublishArguments::new(exchange, routing_key);
-        args.mandatory(mandatory);
-        match self.channel.basic_publish(props, body, args).await {
-            Ok(()) => {
-                *next += 1;
-                Ok(rx)
-            }
-            Err(e) => {
-                lock(&self.confirms).remove(&tag);
-                Err(e)
-            }
-        }
-    }
-}
-
-impl Publisher {
-    async fn open(
-        connection: &Connection,
-        inner: &Arc<Inner>,
-    ) -> Result<Self, amqprs::error::Error> {
-        let mut lanes = Vec::with_capacity(CONFIRM_LANES);
-        for _ in 0..CONFIRM_LANES {
-            lanes.push(ConfirmLane::open(connection, inner).await?);
-        }
-        let requests = connection.open_channel(None).await?;
-        requests
-            .register_callback(PublisherWatch {
-                confirms: Arc::default(),
-                inner: Arc::downgrade(inner),
-            })
-            .await?;
-        requests
-            .exchange_declare(
-                ExchangeDeclareArguments::new(&inner.settings.rpc_exchange, "topic")
-                    .durable(true)
-                    .finish(),
-            )
-            .await?;
-        Ok(Publisher {
-            lanes,
-            next_lane: AtomicU64::new(0),
-            requests,
-        })
-    }
-
-    /// The channel declarations go through (one at a time: see `Session::exchanges`).
-    fn control(&self) -> &Channel {
-        &self.requests
-    }
-
-    /// Publishes on the next lane; the receiver resolves with the broker's
-    /// confirm (`true` for ack), or closes when the connection is lost first.
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        mandatory: bool,
-        props: BasicProperties,
-        body: Vec<u8>,
-    ) -> Result<oneshot::Receiver<bool>, amqprs::error::Error> {
-        let i = self.next_lane.fetch_add(1, Ordering::Relaxed) as usize % self.lanes.len();
-        self.lanes[i]
-            .publish(exchange, routing_key, mandatory, props, body)
-            .await
-    }
-
-    /// Publishes a request, `mandatory`, without a confirm.
-    async fn publish_request(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        props: BasicProperties,
-        body: Vec<u8>,
-    ) -> Result<(), amqprs::error::Error> {
-        let mut args = BasicPublishArguments::new(exchange, routing_key);
-        args.mandatory(true);
-        self.requests.basic_publish(props, body, args).await
-    }
-
-    fn fail_all(&self) {
-        for lane in &self.lanes {
-            lock(&lane.confirms).clear();
-        }
-    }
-}
-
-struct PublisherWatch {
-    confirms: Arc<Mutex<BTreeMap<u64, oneshot::Sender<bool>>>>,
-    inner: Weak<Inner>,
-}
-
-impl PublisherWatch {
-    fn settle(&self, tag: u64, multiple: bool, ok: bool) {
-        let mut confirms = lock(&self.confirms);
-        if multiple {
-            let rest = confirms.split_off(&(tag + 1));
-            for (_, tx) in std::mem::replace(&mut *confirms, rest) {
-                let _ = tx.send(ok);
-            }
-        } else if let Some(tx) = confirms.remove(&tag) {
-            let _ = tx.send(ok);
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ChannelCallback for PublisherWatch {
-    async fn close(
-        &mut self,
-        _channel: &Channel,
-        close: CloseChannel,
-    ) -> Result<(), amqprs::error::Error> {
-        tracing::warn!(reason = %close, "the broker closed the publishing channel");
-        Ok(())
-    }
-    async fn cancel(
-        &mut self,
-        _channel: &Channel,
-        _cancel: Cancel,
-    ) -> Result<(), amqprs::error::Error> {
-        Ok(())
-    }
-    async fn flow(
-        &mut self,
-        _channel: &Channel,
-        active: bool,
-    ) -> Result<bool, amqprs::error::Error> {
-        Ok(active)
-    }
-    async fn publish_ack(&mut self, _channel: &Channel, ack: Ack) {
-        self.settle(ack.delivery_tag(), ack.mutiple(), true);
-    }
-    async fn publish_nack(&mut self, _channel: &Channel, nack: Nack) {
-        self.settle(nack.delivery_tag(), nack.multiple(), false);
-    }
-    async fn publish_return(
-        &mut self,
-        _channel: &Channel,
-        ret: Return,
-        props: BasicProperties,
-        _content: Vec<u8>,
-    ) {
-        // A request nobody serves: fail its call at once.
-        let (Some(inner), Some(id)) = (self.inner.upgrade(), props.correlation_id()) else {
-            return;
-        };
-        let service = wire::split_routing_key(ret.routing_key())
-            .map_or(ret.routing_key().as_str(), |(s, _)| s)
-            .to_string();
-        let waiting = lock(&inner.pending).remove(id);
-        if let Some(tx) = waiting {
-            let _ = tx.send(Err(CallError::UnknownService(service)));
-        }
-    }
 }
 
 /// Declares the reply queue and consumes it, routing replies to their calls.
@@ -789,7 +574,8 @@ impl Transport for AmqpTransport {
             let props = wire::properties(Some(headers), None, None);
             let confirm = session
                 .publisher
-                .publish(&exchange, &event.event_type, false, props, body)
+                .lane()
+                .publish(&exchange, &event.event_type, props, body)
                 .await
                 .map_err(|e| DispatchError::Transport(e.to_string()))?;
             match confirm.await {
@@ -1066,10 +852,10 @@ impl Worker {
         };
         let published = session
             .publisher
+            .lane()
             .publish(
                 &inner.settings.rpc_exchange,
                 &reply_to,
-                false,
                 props,
                 wire::reply_body(result),
             )
