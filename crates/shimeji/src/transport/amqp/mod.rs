@@ -45,14 +45,14 @@ use amqprs::channel::{
     ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
-use amqprs::{BasicProperties, Close, FieldTable, FieldValue};
+use amqprs::{BasicProperties, Close};
 use futures::future::BoxFuture;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -65,9 +65,11 @@ use crate::service::HandlerType;
 
 mod acks;
 mod publisher;
+mod replies;
 mod settings;
 pub mod wire;
 
+pub use replies::MAX_REPLY_ATTEMPTS;
 pub use settings::{AmqpSettings, AmqpSsl, DEFAULT_MAX_MESSAGE_SIZE};
 
 /// How long opening a connection may take.
@@ -89,14 +91,12 @@ pub struct AmqpTransport {
     inner: Arc<Inner>,
 }
 
-type PendingReply = oneshot::Sender<Result<Value, CallError>>;
-
 struct Inner {
     settings: AmqpSettings,
     name: String,
     session: watch::Sender<Option<Arc<Session>>>,
     served: Mutex<Vec<Arc<Served>>>,
-    pending: Mutex<HashMap<String, PendingReply>>,
+    pending: replies::PendingCalls,
     reply_key: String,
     reply_queue: String,
     shutdown: CancellationToken,
@@ -126,20 +126,9 @@ struct Served {
     /// Deliveries taken and not yet acked, requeued or rejected.
     unsettled: std::sync::atomic::AtomicUsize,
     settled: tokio::sync::Notify,
-    /// Requests whose reply the broker did not confirm, by reply address
-    /// and correlation id: how many times each was requeued for that.
-    unconfirmed: Mutex<HashMap<String, u32>>,
+    /// Requests whose reply the broker did not confirm.
+    unconfirmed: replies::UnconfirmedReplies,
 }
-
-/// How many times a request is served again because its reply was not
-/// confirmed, before it is given up on (rejected, logged as an error and
-/// counted in `shimeji_transport_messages_dropped_total`).
-pub const MAX_REPLY_ATTEMPTS: u32 = 5;
-
-/// Requests remembered in `Served::unconfirmed` at most; past it the oldest
-/// counts are forgotten (a request then gets a few more attempts, never
-/// endless ones: each forgetting needs this many other failing requests).
-const UNCONFIRMED_REMEMBERED: usize = 4096;
 
 /// Counts a delivery as unsettled while it lives.
 struct Unsettled<'a>(&'a Served);
@@ -160,32 +149,6 @@ impl Drop for Unsettled<'_> {
 }
 
 impl Served {
-    /// Counts one unconfirmed reply to the request `key`; `true` while it
-    /// may be served again.
-    fn retry_unconfirmed(&self, key: String) -> bool {
-        let mut unconfirmed = lock(&self.unconfirmed);
-        if unconfirmed.len() >= UNCONFIRMED_REMEMBERED && !unconfirmed.contains_key(&key) {
-            unconfirmed.clear();
-        }
-        let attempts = unconfirmed.entry(key.clone()).or_insert(0);
-        *attempts += 1;
-        if *attempts < MAX_REPLY_ATTEMPTS {
-            return true;
-        }
-        unconfirmed.remove(&key);
-        false
-    }
-
-    /// The reply to `key` was confirmed: forget its failures.
-    /// (`key` is only built when some failure is remembered: nothing is
-    /// allocated per call otherwise.)
-    fn confirmed(&self, key: impl FnOnce() -> String) {
-        let mut unconfirmed = lock(&self.unconfirmed);
-        if !unconfirmed.is_empty() {
-            unconfirmed.remove(&key());
-        }
-    }
-
     /// Resolves once no delivery is unsettled.
     async fn all_settled(&self) {
         self.until_idle().await;
@@ -230,7 +193,7 @@ impl AmqpTransport {
             name: name.to_string(),
             session: watch::channel(None).0,
             served: Mutex::new(Vec::new()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Default::default(),
             shutdown: CancellationToken::new(),
             reconnects: AtomicU64::new(0),
             runtime: tokio::runtime::Handle::current(),
@@ -331,7 +294,7 @@ async fn open_session(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> 
         exchanges: tokio::sync::Mutex::new(HashSet::new()),
         lost,
     });
-    start_reply_consumer(inner, &session)
+    replies::start_reply_consumer(inner, &session)
         .await
         .map_err(|e| fail(e.to_string()))?;
     Ok(session)
@@ -422,89 +385,6 @@ impl ConnectionCallback for ConnectionWatch {
     async fn secret_updated(&mut self, _connection: &Connection) {}
 }
 
-/// Declares the reply queue and consumes it, routing replies to their calls.
-async fn start_reply_consumer(
-    inner: &Arc<Inner>,
-    session: &Session,
-) -> Result<(), amqprs::error::Error> {
-    let channel = session.connection.open_channel(None).await?;
-    let mut args = FieldTable::new();
-    if let Ok(name) = "x-expires".try_into() {
-        args.insert(name, FieldValue::I(wire::REPLY_QUEUE_EXPIRES_MS));
-    }
-    channel
-        .queue_declare(
-            QueueDeclareArguments::new(&inner.reply_queue)
-                .durable(true)
-                .arguments(args)
-                .finish(),
-        )
-        .await?;
-    channel
-        .queue_bind(QueueBindArguments::new(
-            &inner.reply_queue,
-            &inner.settings.rpc_exchange,
-            &inner.reply_key,
-        ))
-        .await?;
-    channel.set_max_content_size(inner.settings.max_message_size);
-    let (_tag, mut rx) = channel
-        // Replies are taken as they come (no ack): a reply lost with its
-        // connection leaves its call to its timeout.
-        .basic_consume_rx(
-            BasicConsumeArguments::new(&inner.reply_queue, "")
-                .manual_ack(false)
-                .finish(),
-        )
-        .await?;
-    let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        // The channel closes when its handle drops: keep it with its consumer.
-        let _channel = channel;
-        while let Some(message) = rx.recv().await {
-            let Some(inner) = weak.upgrade() else { return };
-            let ConsumerMessage {
-                basic_properties,
-                content,
-                body_size,
-                ..
-            } = message;
-            let Some(id) = basic_properties.as_ref().and_then(|p| p.correlation_id()) else {
-                tracing::warn!("reply without a correlation id: dropped");
-                continue;
-            };
-            let Some(tx) = lock(&inner.pending).remove(id) else {
-                // A late or repeated reply (the call timed out, or the
-                // request was redelivered): nobody waits for it.
-                continue;
-            };
-            let reply = match content {
-                Some(body) => wire::decode_reply(&body)
-                    .map_err(CallError::Decode)
-                    .and_then(|r| r.map_err(CallError::from_remote)),
-                None => Err(CallError::Decode(format!(
-                    "reply of {} bytes is over the limit of {} bytes (max_message_size)",
-                    body_size, inner.settings.max_message_size
-                ))),
-            };
-            let _ = tx.send(reply);
-        }
-    });
-    Ok(())
-}
-
-/// Removes a call's pending entry when the call ends, however it ends.
-struct PendingGuard<'a> {
-    inner: &'a Inner,
-    id: String,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        lock(&self.inner.pending).remove(&self.id);
-    }
-}
-
 impl Transport for AmqpTransport {
     fn name(&self) -> &'static str {
         "amqp"
@@ -522,12 +402,7 @@ impl Transport for AmqpTransport {
                 .and_then(|v| serde_json::to_vec(&v))
                 .map_err(|e| CallError::Encode(e.to_string()))?;
             let id = crate::context::new_uuid().to_string();
-            let (tx, reply) = oneshot::channel();
-            lock(&self.inner.pending).insert(id.clone(), tx);
-            let _guard = PendingGuard {
-                inner: &self.inner,
-                id: id.clone(),
-            };
+            let (_guard, reply) = self.inner.pending.register(&id);
             let headers = wire::context_headers(request.context.as_ref());
             let props = wire::properties_with_mode(
                 wire::delivery_mode(self.inner.settings.persistent_requests),
@@ -863,7 +738,7 @@ impl Worker {
         let failure = match published {
             Ok(confirm) => match confirm.await {
                 Ok(true) => {
-                    self.served.confirmed(key);
+                    self.served.unconfirmed.confirmed(key);
                     return self.acker.ack(tag);
                 }
                 Ok(false) => "the broker refused the reply (nack)".to_string(),
@@ -873,7 +748,7 @@ impl Worker {
             },
             Err(error) => format!("cannot publish the reply: {error}"),
         };
-        if self.served.retry_unconfirmed(key()) {
+        if self.served.unconfirmed.retry(key()) {
             // The request goes back for another try.
             tracing::warn!(
                 service,

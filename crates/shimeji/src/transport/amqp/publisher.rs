@@ -237,7 +237,7 @@ impl ChannelCallback for PublisherWatch {
         let service = wire::split_routing_key(ret.routing_key())
             .map_or(ret.routing_key().as_str(), |(s, _)| s)
             .to_string();
-        let waiting = lock(&inner.pending).remove(id);
+        let waiting = inner.pending.take(id);
         if let Some(tx) = waiting {
             let _ = tx.send(Err(CallError::UnknownService(service)));
         }
