@@ -40,14 +40,10 @@
 //! ```
 
 use amqprs::callbacks::ConnectionCallback;
-use amqprs::channel::{
-    BasicCancelArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage,
-    ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
-};
+use amqprs::channel::ExchangeDeclareArguments;
 use amqprs::connection::{Connection, OpenConnectionArguments};
-use amqprs::{BasicProperties, Close};
+use amqprs::Close;
 use futures::future::BoxFuture;
-use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -55,15 +51,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    event_queue_name, Binding, DispatchError, Event, Request, Serving, Transport, TransportError,
-};
+use super::{Binding, DispatchError, Event, Request, Serving, Transport, TransportError};
 use crate::config::redact_uri;
-use crate::error::{CallError, RemoteError};
+use crate::error::CallError;
 use crate::payload::Payload;
-use crate::service::HandlerType;
 
 mod acks;
+mod consumer;
 mod publisher;
 mod replies;
 mod settings;
@@ -91,6 +85,8 @@ pub struct AmqpTransport {
     inner: Arc<Inner>,
 }
 
+use consumer::Served;
+
 struct Inner {
     settings: AmqpSettings,
     name: String,
@@ -113,63 +109,6 @@ struct Session {
     exchanges: tokio::sync::Mutex<HashSet<String>>,
     /// Cancelled when the connection is lost.
     lost: CancellationToken,
-}
-
-/// A service instance served on the broker, re-served after a reconnect.
-struct Served {
-    binding: Binding,
-    /// The channel its consumers run on, on the current connection.
-    channel: Mutex<Option<(Channel, Vec<String>)>>,
-    /// The acks of that channel.
-    acker: Mutex<Option<Arc<acks::Acker>>>,
-    stopped: CancellationToken,
-    /// Deliveries taken and not yet acked, requeued or rejected.
-    unsettled: std::sync::atomic::AtomicUsize,
-    settled: tokio::sync::Notify,
-    /// Requests whose reply the broker did not confirm.
-    unconfirmed: replies::UnconfirmedReplies,
-}
-
-/// Counts a delivery as unsettled while it lives.
-struct Unsettled<'a>(&'a Served);
-
-impl<'a> Unsettled<'a> {
-    fn new(served: &'a Served) -> Self {
-        served.unsettled.fetch_add(1, Ordering::AcqRel);
-        Unsettled(served)
-    }
-}
-
-impl Drop for Unsettled<'_> {
-    fn drop(&mut self) {
-        if self.0.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.settled.notify_waiters();
-        }
-    }
-}
-
-impl Served {
-    /// Resolves once no delivery is unsettled.
-    async fn all_settled(&self) {
-        self.until_idle().await;
-        let acker = lock(&self.acker).clone();
-        if let Some(acker) = acker {
-            acker.flush().await;
-        }
-    }
-
-    /// Resolves once no delivery is being worked on.
-    async fn until_idle(&self) {
-        loop {
-            let notified = self.settled.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.unsettled.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -337,7 +276,7 @@ async fn supervise(inner: Weak<Inner>, mut session: Arc<Session>) {
                     let served: Vec<_> = lock(&strong.served).clone();
                     let mut ok = true;
                     for s2 in served.iter().filter(|s| !s.stopped.is_cancelled()) {
-                        if let Err(error) = consume(&strong, &s, s2).await {
+                        if let Err(error) = consumer::consume(&strong, &s, s2).await {
                             tracing::warn!(service = s2.binding.service, %error, "cannot serve after reconnect");
                             ok = false;
                             break;
@@ -467,361 +406,18 @@ impl Transport for AmqpTransport {
 
     fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>> {
         Box::pin(async move {
-            let served = Arc::new(Served {
-                binding,
-                channel: Mutex::new(None),
-                acker: Mutex::new(None),
-                stopped: CancellationToken::new(),
-                unsettled: Default::default(),
-                settled: Default::default(),
-                unconfirmed: Default::default(),
-            });
+            let served = Arc::new(Served::new(binding));
             let session = self.session().await;
-            consume(&self.inner, &session, &served).await.map_err(|e| {
-                let message = e.to_string();
-                if message.contains("PRECONDITION_FAILED") {
-                    TransportError::Conflict {
-                        queue: served.binding.service.to_string(),
-                        message,
-                    }
-                } else {
-                    TransportError::Other(message)
-                }
-            })?;
+            consumer::consume(&self.inner, &session, &served)
+                .await
+                .map_err(|e| consumer::serve_error(served.binding.service, e))?;
             lock(&self.inner.served).push(served.clone());
             let inner = self.inner.clone();
             let settling = served.clone();
-            Ok(Serving::new(move || {
-                Box::pin(async move {
-                    served.stopped.cancel();
-                    lock(&inner.served).retain(|s| !Arc::ptr_eq(s, &served));
-                    let current = lock(&served.channel).clone();
-                    if let Some((channel, tags)) = current {
-                        for tag in tags {
-                            let _ = channel.basic_cancel(BasicCancelArguments::new(&tag)).await;
-                        }
-                    }
-                })
-            })
-            .with_settle(move || Box::pin(async move { settling.all_settled().await })))
+            Ok(
+                Serving::new(move || Box::pin(async move { served.stop(&inner).await }))
+                    .with_settle(move || Box::pin(async move { settling.all_settled().await })),
+            )
         })
-    }
-}
-
-/// Declares a service instance's queues on the current connection and
-/// consumes them.
-async fn consume(
-    inner: &Arc<Inner>,
-    session: &Session,
-    served: &Arc<Served>,
-) -> Result<(), amqprs::error::Error> {
-    let binding = &served.binding;
-    let channel = session.connection.open_channel(None).await?;
-    let rpc_exchange = &inner.settings.rpc_exchange;
-    let prefetch = u16::try_from(binding.max_workers).unwrap_or(u16::MAX);
-    let mut queues: Vec<(String, Option<&'static str>)> = Vec::new();
-    if binding.has_rpc {
-        let queue = wire::rpc_queue(binding.service);
-        channel
-            .exchange_declare(
-                ExchangeDeclareArguments::new(rpc_exchange, "topic")
-                    .durable(true)
-                    .finish(),
-            )
-            .await?;
-        channel
-            .queue_declare(QueueDeclareArguments::new(&queue).durable(true).finish())
-            .await?;
-        channel
-            .queue_bind(QueueBindArguments::new(
-                &queue,
-                rpc_exchange,
-                &wire::rpc_binding_key(binding.service),
-            ))
-            .await?;
-        queues.push((queue, None));
-    }
-    for spec in binding.event_handlers {
-        let exchange = wire::events_exchange(spec.source);
-        let queue = event_queue_name(binding.service, spec, &binding.instance_id);
-        let broadcast = spec.handler_type == HandlerType::Broadcast;
-        channel
-            .exchange_declare(
-                ExchangeDeclareArguments::new(&exchange, "topic")
-                    .durable(true)
-                    .finish(),
-            )
-            .await?;
-        channel
-            .queue_declare(
-                QueueDeclareArguments::new(&queue)
-                    .durable(true)
-                    .exclusive(broadcast)
-                    .auto_delete(broadcast || !spec.reliable_delivery)
-                    .finish(),
-            )
-            .await?;
-        channel
-            .queue_bind(QueueBindArguments::new(&queue, &exchange, spec.event_type))
-            .await?;
-        queues.push((queue, Some(spec.method)));
-    }
-    channel
-        .basic_qos(BasicQosArguments::new(0, prefetch, false))
-        .await?;
-    // A body over the limit is refused on its content header and never
-    // gathered: memory per instance stays within max_message_size × prefetch.
-    channel.set_max_content_size(inner.settings.max_message_size);
-    let acker = acks::Acker::new(channel.clone());
-    let mut tags = Vec::new();
-    for (queue, event_method) in queues {
-        let (tag, rx) = channel
-            .basic_consume_rx(BasicConsumeArguments::new(&queue, "").finish())
-            .await?;
-        tags.push(tag);
-        let worker = Worker {
-            inner: Arc::downgrade(inner),
-            acker: acker.clone(),
-            served: served.clone(),
-            event_method,
-        };
-        tokio::spawn(worker.run(rx));
-    }
-    *lock(&served.channel) = Some((channel, tags));
-    *lock(&served.acker) = Some(acker);
-    Ok(())
-}
-
-/// A delivery's body: its bytes (empty when it was over the size limit and
-/// dropped on arrival) and the size its content header announced.
-#[derive(Clone, Copy)]
-struct Body<'a> {
-    bytes: &'a [u8],
-    size: u64,
-}
-
-/// Takes deliveries off one queue and hands each to the service.
-struct Worker {
-    inner: Weak<Inner>,
-    acker: Arc<acks::Acker>,
-    served: Arc<Served>,
-    /// `Some(method)` for an event queue, `None` for the RPC queue.
-    event_method: Option<&'static str>,
-}
-
-impl Worker {
-    async fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<ConsumerMessage>) {
-        let this = Arc::new(self);
-        while let Some(message) = rx.recv().await {
-            let this = this.clone();
-            tokio::spawn(async move { this.handle(message).await });
-        }
-    }
-
-    async fn handle(&self, message: ConsumerMessage) {
-        let ConsumerMessage {
-            deliver,
-            basic_properties,
-            content,
-            body_size,
-            ..
-        } = message;
-        let Some(deliver) = deliver else {
-            return;
-        };
-        let _unsettled = Unsettled::new(&self.served);
-        let tag = deliver.delivery_tag();
-        let Some(props) = basic_properties else {
-            // Every tag must be settled, or the acks after it stop.
-            crate::metrics::dropped("amqp", "malformed");
-            return self.acker.reject(tag).await;
-        };
-        // `None` when the body was over max_message_size and so dropped.
-        let body = content.unwrap_or_default();
-        let body = Body {
-            bytes: &body,
-            size: body_size,
-        };
-        match self.event_method {
-            Some(method) => self.handle_event(method, tag, &props, body).await,
-            None => {
-                self.handle_rpc(deliver.routing_key(), tag, &props, body)
-                    .await
-            }
-        }
-    }
-
-    async fn handle_rpc(
-        &self,
-        routing_key: &str,
-        tag: u64,
-        props: &BasicProperties,
-        body: Body<'_>,
-    ) {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
-        let service = self.served.binding.service;
-        let max = inner.settings.max_message_size;
-        let (reply_to, correlation_id, result) = match wire::parse_request(
-            routing_key,
-            props,
-            body.bytes,
-            body.size,
-            max,
-        ) {
-            Ok(incoming) => {
-                let result = self
-                    .served
-                    .binding
-                    .handler
-                    .handle_rpc(
-                        &incoming.method,
-                        Payload::Json(incoming.body),
-                        Some(incoming.context),
-                    )
-                    .await;
-                if let Err(e) = &result {
-                    if e.exc_type == "ServiceStopping" {
-                        // Another instance will take it.
-                        return self.acker.requeue(tag).await;
-                    }
-                }
-                let result = result.and_then(|p| {
-                    p.into_json()
-                        .map_err(|e| RemoteError::unserializable(e.to_string()))
-                });
-                (incoming.reply_to, incoming.correlation_id, result)
-            }
-            Err(wire::Refusal {
-                reply: Some((to, id)),
-                error,
-            }) => {
-                tracing::warn!(service, routing_key, error = %error.value, "malformed request: answered with MalformedRequest");
-                (to, id, Err(*error))
-            }
-            Err(wire::Refusal { reply: None, error }) => {
-                tracing::warn!(service, routing_key, error = %error.value, "malformed request with nowhere to answer: rejected");
-                crate::metrics::dropped("amqp", "malformed");
-                return self.acker.reject(tag).await;
-            }
-        };
-        // The request's name in `Served::unconfirmed`, built only when needed.
-        let key = || {
-            format!(
-                "{reply_to}/{}",
-                correlation_id.as_deref().unwrap_or_default()
-            )
-        };
-        let props = wire::properties_with_mode(
-            wire::delivery_mode(inner.settings.persistent_replies),
-            None,
-            correlation_id.as_deref(),
-            None,
-        );
-        let session = inner.session.borrow().clone();
-        let Some(session) = session else {
-            // Disconnected: leave the request unacked; the broker hands it
-            // out again.
-            return;
-        };
-        let published = session
-            .publisher
-            .lane()
-            .publish(
-                &inner.settings.rpc_exchange,
-                &reply_to,
-                props,
-                wire::reply_body(result),
-            )
-            .await;
-        let failure = match published {
-            Ok(confirm) => match confirm.await {
-                Ok(true) => {
-                    self.served.unconfirmed.confirmed(key);
-                    return self.acker.ack(tag);
-                }
-                Ok(false) => "the broker refused the reply (nack)".to_string(),
-                Err(_) => {
-                    "the connection was lost before the broker confirmed the reply".to_string()
-                }
-            },
-            Err(error) => format!("cannot publish the reply: {error}"),
-        };
-        if self.served.unconfirmed.retry(key()) {
-            // The request goes back for another try.
-            tracing::warn!(
-                service,
-                routing_key,
-                reason = failure,
-                "reply not confirmed: the request will be served again"
-            );
-            self.acker.requeue(tag).await;
-        } else {
-            tracing::error!(
-                service,
-                routing_key,
-                reason = failure,
-                attempts = MAX_REPLY_ATTEMPTS,
-                "reply never confirmed: the request is dropped and its caller will time out"
-            );
-            crate::metrics::dropped("amqp", "reply_unconfirmed");
-            self.acker.reject(tag).await;
-        }
-    }
-
-    async fn handle_event(
-        &self,
-        method: &'static str,
-        tag: u64,
-        props: &BasicProperties,
-        body: Body<'_>,
-    ) {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
-        let service = self.served.binding.service;
-        if body.size > inner.settings.max_message_size as u64 {
-            tracing::warn!(
-                service,
-                method,
-                size = body.size,
-                "event over the size limit: rejected"
-            );
-            crate::metrics::dropped("amqp", "malformed");
-            return self.acker.reject(tag).await;
-        }
-        if props.headers_malformed() {
-            tracing::warn!(
-                service,
-                method,
-                "event headers are not a valid AMQP field table (or nest too deep): rejected"
-            );
-            crate::metrics::dropped("amqp", "malformed");
-            return self.acker.reject(tag).await;
-        }
-        let payload: Value = match serde_json::from_slice(body.bytes) {
-            Ok(v) => v,
-            Err(error) => {
-                tracing::warn!(service, method, %error, "event body is not JSON: rejected");
-                crate::metrics::dropped("amqp", "malformed");
-                return self.acker.reject(tag).await;
-            }
-        };
-        let context = wire::context_from_headers(props.headers());
-        match self
-            .served
-            .binding
-            .handler
-            .handle_event(method, payload, Some(context))
-            .await
-        {
-            Err(e) if e.exc_type == "ServiceStopping" => self.acker.requeue(tag).await,
-            Err(error) => {
-                tracing::warn!(service, method, %error, "event handler failed");
-                self.acker.ack(tag)
-            }
-            Ok(()) => self.acker.ack(tag),
-        }
     }
 }
