@@ -34,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::replies::{UnconfirmedReplies, MAX_REPLY_ATTEMPTS};
 
-use super::{acks, lock, wire, Inner, Session};
+use super::session::{Inner, Session};
+use super::{acks, lock, wire};
 use crate::error::RemoteError;
 use crate::payload::Payload;
 use crate::service::HandlerType;

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::oneshot;
 
-use super::{lock, wire, Inner};
+use super::session::Inner;
+use super::{lock, wire};
 use crate::error::CallError;
 
 /// How many confirm-mode channels replies and events spread over: each is a

@@ -25,7 +25,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-use super::{lock, wire, Inner, Session};
+use super::session::{Inner, Session};
+use super::{lock, wire};
 use crate::error::CallError;
 
 /// Where a call's reply goes.
