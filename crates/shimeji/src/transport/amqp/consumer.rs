@@ -43,8 +43,10 @@ use crate::transport::{event_queue_name, Binding, TransportError};
 
 /// A service instance served on the broker, re-served after a reconnect.
 pub(super) struct Served {
+    /// The instance: its service, handler, queues and `max_workers`.
     pub(super) binding: Binding,
-    /// The channel its consumers run on, on the current connection.
+    /// The channel its consumers run on, on the current connection, and
+    /// their consumer tags.
     channel: Mutex<Option<(Channel, Vec<String>)>>,
     /// The acks of that channel.
     acker: Mutex<Option<Arc<acks::Acker>>>,
@@ -231,6 +233,7 @@ pub(super) async fn consume(
 #[derive(Clone, Copy)]
 struct Body<'a> {
     bytes: &'a [u8],
+    /// The announced size, in bytes.
     size: u64,
 }
 
@@ -238,14 +241,19 @@ struct Body<'a> {
 struct Reply<'a> {
     /// The caller's reply address (routing key on the RPC exchange).
     to: &'a str,
+    /// The request's correlation id, echoed so the caller can match it.
     correlation_id: Option<&'a str>,
+    /// What the handler returned, or why the request failed.
     result: Result<Value, RemoteError>,
 }
 
 /// Takes deliveries off one queue and hands each to the service.
 struct QueueConsumer {
+    /// Weak: a delivery in flight does not keep the transport alive.
     inner: Weak<Inner>,
+    /// The acks of the channel the queue is consumed on.
     acker: Arc<acks::Acker>,
+    /// The instance the deliveries are for.
     served: Arc<Served>,
     /// `Some(method)` for an event queue, `None` for the RPC queue.
     event_method: Option<&'static str>,

@@ -38,6 +38,40 @@
 //! let transport = AmqpTransport::connect(settings, "my-client").await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # How it is built
+//!
+//! - `settings`: [`AmqpSettings`] and the TLS options; no I/O.
+//! - `session`: the connection, the state kept across connections, and the
+//!   supervisor that reconnects and serves every instance again.
+//! - `publisher`: requests on a plain channel (`mandatory`, no confirm);
+//!   replies and events on confirm-mode lanes.
+//! - `replies`: the reply queue and its consumer, the calls waiting for a
+//!   reply, and, serving side, the count of unconfirmed replies.
+//! - `consumer`: a served instance's queues, their consumers, and the
+//!   handling of each delivery until it is acked, requeued or rejected.
+//! - `acks`: the batched acks of one consumer channel.
+//! - `wire`: Nameko's names, headers and bodies; pure functions.
+//!
+//! A call and its reply:
+//!
+//! 1. `call` (below) registers the call under a fresh correlation id
+//!    (`replies`) and publishes the request to the RPC exchange, routing key
+//!    `service.method`, with its reply key in `reply_to` (`publisher`). A
+//!    request no queue takes comes back at once: `publisher` fails the call
+//!    with `UnknownService`.
+//! 2. In the serving process, the instance's consumer takes the request off
+//!    `rpc-SERVICE`, decodes it (`wire`) and runs the handler (`consumer`).
+//! 3. It publishes the reply on a confirm lane to the caller's reply key
+//!    (`publisher`) and acks the request once the broker confirmed it
+//!    (`acks`); an unconfirmed reply sends the request back to its queue.
+//! 4. The caller's reply consumer takes the reply off its reply queue and
+//!    hands it to the waiting call by correlation id (`replies`).
+//!
+//! An event: `publish` (below) declares its source's exchange once per
+//! connection (`session`), publishes it on a confirm lane and waits for the
+//! confirm; each handler's queue gets a copy, handled and acked in
+//! `consumer`.
 
 use futures::future::BoxFuture;
 use std::sync::atomic::Ordering;
