@@ -128,17 +128,21 @@ impl Drop for Unsettled<'_> {
     }
 }
 
+/// The AMQP reply code of a declaration that does not match the existing
+/// queue or exchange (`PRECONDITION_FAILED`).
+const PRECONDITION_FAILED: u16 = 406;
+
 /// What a failure to serve means: a queue declared earlier with other
-/// settings is a conflict, anything else a transport failure.
+/// settings (the broker closes the channel with 406) is a conflict,
+/// anything else a transport failure.
 pub(super) fn serve_error(service: &str, error: amqprs::error::Error) -> TransportError {
-    let message = error.to_string();
-    if message.contains("PRECONDITION_FAILED") {
+    if error.reply_code() == Some(PRECONDITION_FAILED) {
         TransportError::Conflict {
             queue: service.to_string(),
-            message,
+            message: error.to_string(),
         }
     } else {
-        TransportError::Other(message)
+        TransportError::Other(error.to_string())
     }
 }
 
@@ -498,6 +502,48 @@ impl QueueConsumer {
                 self.acker.ack(tag)
             }
             Ok(()) => self.acker.ack(tag),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amqprs::error::Error;
+
+    fn closed(reply_code: u16, reply_text: &str) -> Error {
+        Error::ChannelClosedByServer {
+            reply_code,
+            reply_text: reply_text.into(),
+        }
+    }
+
+    #[test]
+    fn a_declaration_refused_with_406_is_a_conflict() {
+        let text = "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'rpc-x'";
+        match serve_error("x", closed(406, text)) {
+            TransportError::Conflict { queue, message } => {
+                assert_eq!(queue, "x");
+                assert!(message.contains(text), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_failures_are_not_conflicts_whatever_their_text() {
+        // Another reply code, and a message that only mentions the name.
+        let errors = [
+            closed(405, "RESOURCE_LOCKED - cannot obtain exclusive access"),
+            closed(404, "NOT_FOUND - PRECONDITION_FAILED in a name"),
+            Error::ChannelUseError("PRECONDITION_FAILED".into()),
+            Error::InternalChannelError("channel closed".into()),
+        ];
+        for error in errors {
+            assert!(
+                matches!(serve_error("x", error), TransportError::Other(_)),
+                "a conflict"
+            );
         }
     }
 }
