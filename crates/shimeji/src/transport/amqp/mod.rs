@@ -102,7 +102,7 @@ pub struct AmqpTransport {
     inner: Arc<Inner>,
 }
 
-/// Locks `m`, poisoned or not: no state here is left half-changed by a panic.
+/// Locks `m`; a lock poisoned by a panic elsewhere is taken as it is.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
