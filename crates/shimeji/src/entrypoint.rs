@@ -86,6 +86,15 @@ pub struct EventHandlerSpec {
     pub reliable_delivery: bool,
 }
 
+impl EventHandlerSpec {
+    /// Whether the handler's queue goes away with its last consumer: a
+    /// broadcast queue belongs to one instance, and a handler without
+    /// reliable delivery keeps no events while no instance runs.
+    pub fn queue_auto_delete(&self) -> bool {
+        self.handler_type == HandlerType::Broadcast || !self.reliable_delivery
+    }
+}
+
 /// A timer entrypoint: `#[timer(interval = "5s", eager = true)]`.
 ///
 /// Runs never overlap: a run still going when the next tick comes makes the

@@ -366,20 +366,10 @@ macro_rules! shimeji_exception {
 
 pub(crate) use shimeji_exception;
 
-shimeji_exception! {
-    crate::transport::DispatchError => "DispatchError",
-}
-
 /// A failed call inside an entrypoint passes on with its remote type: write
 /// `Err(RemoteError::from(err))`, or `?` in a method returning `RemoteError`.
 impl From<CallError> for RemoteError {
     fn from(error: CallError) -> Self {
-        error.to_remote()
-    }
-}
-
-impl From<crate::transport::DispatchError> for RemoteError {
-    fn from(error: crate::transport::DispatchError) -> Self {
         error.to_remote()
     }
 }

@@ -48,8 +48,33 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::context;
 use crate::dependency::{Dependency, DependencyError, SetupContext};
-pub use crate::transport::DispatchError;
-use crate::transport::{Event, Transport};
+use crate::transport::{Event, Transport, TransportError};
+
+/// A failure to publish an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The dispatcher is not set up: it is not a field of a running service.
+    #[error("the event dispatcher is not set up: make it a field of a service struct that derives `Dependencies`, and start the service")]
+    NotSetUp,
+    /// The payload could not be encoded as JSON.
+    #[error("could not encode the event payload: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The transport failed to publish it.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+crate::error::shimeji_exception! {
+    DispatchError => "DispatchError",
+}
+
+/// A failed dispatch inside an entrypoint passes on as a remote error.
+impl From<DispatchError> for crate::error::RemoteError {
+    fn from(error: DispatchError) -> Self {
+        crate::error::Exception::to_remote(&error)
+    }
+}
 
 /// An event a recording dispatcher kept: its type and payload.
 type Recorded = (String, Value);
@@ -135,7 +160,8 @@ impl EventDispatcher {
                 payload,
                 context: context::current(),
             })
-            .await
+            .await?;
+        Ok(())
     }
 }
 

@@ -49,9 +49,7 @@ use crate::error::{CallError, RemoteError};
 use crate::payload::Payload;
 use crate::runner::{RunningServices, ServiceRunner};
 use crate::service::Service;
-use crate::transport::{
-    Binding, DispatchError, Event, Request, Serving, Transport, TransportError,
-};
+use crate::transport::{Binding, Event, Request, Serving, Transport, TransportError};
 
 /// One running service instance, with access to the service struct.
 pub struct Worker<S> {
@@ -135,7 +133,7 @@ impl Transport for StubTransport {
         })
     }
 
-    fn publish(&self, _event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish(&self, _event: Event) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(async { Ok(()) })
     }
 

@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    event_queue_name, Binding, DispatchError, Event, HandlerError, Request, ServiceHandler,
-    Serving, Transport, TransportError,
+    event_queue_name, Binding, Event, HandlerError, Request, ServiceHandler, Serving, Transport,
+    TransportError,
 };
-use crate::entrypoint::{EventHandlerSpec, HandlerType};
+use crate::entrypoint::EventHandlerSpec;
 use crate::error::CallError;
 use crate::payload::Payload;
 
@@ -194,8 +194,7 @@ impl Broker {
         // Check every declaration before changing anything.
         for spec in binding.event_handlers {
             let name = event_queue_name(binding.service, spec, &binding.instance_id);
-            let auto_delete =
-                spec.handler_type == HandlerType::Broadcast || !spec.reliable_delivery;
+            let auto_delete = spec.queue_auto_delete();
             if let Some(q) = events.queues.get(&name) {
                 if q.auto_delete != auto_delete {
                     return Err(TransportError::Conflict {
@@ -217,8 +216,7 @@ impl Broker {
                 .or_insert_with(|| EventQueue {
                     source: spec.source.to_string(),
                     event_type: spec.event_type.to_string(),
-                    auto_delete: spec.handler_type == HandlerType::Broadcast
-                        || !spec.reliable_delivery,
+                    auto_delete: spec.queue_auto_delete(),
                     consumers: Vec::new(),
                     next: 0,
                     backlog: VecDeque::new(),
@@ -283,7 +281,7 @@ impl Transport for MemoryTransport {
         })
     }
 
-    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), TransportError>> {
         let mut deliveries = Vec::new();
         {
             let mut events = lock(&self.broker.events);

@@ -52,22 +52,7 @@ pub struct Event {
     pub context: Option<WorkerContext>,
 }
 
-/// A failure to publish an event.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DispatchError {
-    /// The dispatcher is not set up: it is not a field of a running service.
-    #[error("the event dispatcher is not set up: make it a field of a service struct that derives `Dependencies`, and start the service")]
-    NotSetUp,
-    /// The payload could not be encoded as JSON.
-    #[error("could not encode the event payload: {0}")]
-    Encode(#[from] serde_json::Error),
-    /// The transport failed.
-    #[error("transport error: {0}")]
-    Transport(String),
-}
-
-/// A failure to start serving a service.
+/// What a transport failed to do: serve a service, or publish an event.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
@@ -211,7 +196,7 @@ pub trait Transport: Send + Sync + 'static {
     fn call(&self, request: Request) -> BoxFuture<'_, Result<Payload, CallError>>;
 
     /// Publishes an event to every queue bound to it.
-    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>>;
+    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), TransportError>>;
 
     /// Starts consuming for a service instance.
     fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>>;

@@ -32,6 +32,26 @@ pub enum Error {
     InternalChannelError(String),
     /// Error during updating the secret
     UpdateSecretError(String),
+    /// The server closed the channel instead of answering a request on it,
+    /// with this reply code (e.g. 406 `PRECONDITION_FAILED` for a queue
+    /// declared again with other settings) and text.
+    ChannelClosedByServer {
+        /// The AMQP reply code.
+        reply_code: u16,
+        /// The server's explanation.
+        reply_text: String,
+    },
+}
+
+impl Error {
+    /// The AMQP reply code the server closed the channel with, when that is
+    /// why the request failed.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Error::ChannelClosedByServer { reply_code, .. } => Some(*reply_code),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(feature = "urispec")]
@@ -74,6 +94,14 @@ impl fmt::Display for Error {
                 write!(f, "AMQP internal communication error: {}", msg)
             }
             Error::UpdateSecretError(msg) => write!(f, "AMQP update secret error: {}", msg),
+            Error::ChannelClosedByServer {
+                reply_code,
+                reply_text,
+            } => write!(
+                f,
+                "AMQP channel closed by server: '{}: {}'",
+                reply_code, reply_text
+            ),
         }
     }
 }

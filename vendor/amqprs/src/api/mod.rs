@@ -12,6 +12,13 @@ pub(crate) mod helpers {
             $tx.send($msg).await?;
             match $rx.await? {
                 $response(_, method) => Ok(method),
+                // The server closed the channel instead of answering: say why.
+                $crate::frame::Frame::CloseChannel(_, close) => {
+                    Err($crate::api::error::Error::ChannelClosedByServer {
+                        reply_code: close.reply_code(),
+                        reply_text: close.reply_text().clone(),
+                    })
+                }
                 unexpected => Err($err(unexpected.to_string())),
             }
         }};

@@ -38,182 +38,63 @@
 //! let transport = AmqpTransport::connect(settings, "my-client").await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # How it is built
+//!
+//! - `settings`: [`AmqpSettings`] and the TLS options; no I/O.
+//! - `session`: the connection, the state kept across connections, and the
+//!   supervisor that reconnects and serves every instance again.
+//! - `publisher`: requests on a plain channel (`mandatory`, no confirm);
+//!   replies and events on confirm-mode lanes.
+//! - `replies`: the reply queue and its consumer, the calls waiting for a
+//!   reply, and, serving side, the count of unconfirmed replies.
+//! - `consumer`: a served instance's queues, their consumers, and the
+//!   handling of each delivery until it is acked, requeued or rejected.
+//! - `acks`: the batched acks of one consumer channel.
+//! - `wire`: Nameko's names, headers and bodies; pure functions.
+//!
+//! A call and its reply:
+//!
+//! 1. `call` (below) registers the call under a fresh correlation id
+//!    (`replies`) and publishes the request to the RPC exchange, routing key
+//!    `service.method`, with its reply key in `reply_to` (`publisher`). A
+//!    request no queue takes comes back at once: `publisher` fails the call
+//!    with `UnknownService`.
+//! 2. In the serving process, the instance's consumer takes the request off
+//!    `rpc-SERVICE`, decodes it (`wire`) and runs the handler (`consumer`).
+//! 3. It publishes the reply on a confirm lane to the caller's reply key
+//!    (`publisher`) and acks the request once the broker confirmed it
+//!    (`acks`); an unconfirmed reply sends the request back to its queue.
+//! 4. The caller's reply consumer takes the reply off its reply queue and
+//!    hands it to the waiting call by correlation id (`replies`).
+//!
+//! An event: `publish` (below) declares its source's exchange once per
+//! connection (`session`), publishes it on a confirm lane and waits for the
+//! confirm; each handler's queue gets a copy, handled and acked in
+//! `consumer`.
 
-use amqprs::callbacks::{ChannelCallback, ConnectionCallback};
-use amqprs::channel::{
-    BasicCancelArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
-    ConfirmSelectArguments, ConsumerMessage, ExchangeDeclareArguments, QueueBindArguments,
-    QueueDeclareArguments,
-};
-use amqprs::connection::{Connection, OpenConnectionArguments};
-use amqprs::{
-    Ack, BasicProperties, Cancel, Close, CloseChannel, FieldTable, FieldValue, Nack, Return,
-};
 use futures::future::BoxFuture;
-use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
-use tokio::sync::{oneshot, watch};
-use tokio_util::sync::CancellationToken;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{
-    event_queue_name, Binding, DispatchError, Event, HandlerError, Request, Serving, Transport,
-    TransportError,
-};
-use crate::config::{redact_uri, Config};
-use crate::entrypoint::{EventHandlerSpec, HandlerType};
-use crate::error::{CallError, RemoteError};
+use super::{Binding, Event, Request, Serving, Transport, TransportError};
+use crate::error::CallError;
 use crate::payload::Payload;
 
 mod acks;
+mod consumer;
+mod publisher;
+mod replies;
+mod session;
+mod settings;
 pub mod wire;
 
-/// How long opening a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub use replies::MAX_REPLY_ATTEMPTS;
+pub use session::ConnectError;
+pub use settings::{AmqpSettings, AmqpSsl, DEFAULT_MAX_MESSAGE_SIZE};
 
-/// Default largest message a service accepts (16 MiB).
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
-
-/// How the transport reaches the broker.
-#[derive(Clone)]
-pub struct AmqpSettings {
-    /// `amqp://user:password@host:port/vhost`, or `amqps://` for TLS.
-    pub uri: String,
-    /// Heartbeat in seconds (config key `HEARTBEAT`, default 60).
-    pub heartbeat: u16,
-    /// The RPC exchange (config key `rpc_exchange`, default `nameko-rpc`).
-    pub rpc_exchange: String,
-    /// Largest message body accepted: requests, events and replies (config
-    /// key `max_message_size`, default 16 MiB). Checked against the size a
-    /// message's content header announces, before any of its body is read
-    /// into memory.
-    pub max_message_size: usize,
-    /// Publish replies persistent, as Nameko does (config key
-    /// `persistent_replies`, default false). A reply lives for the moment
-    /// between the service and its caller; writing it to disk costs about a
-    /// third of the throughput and buys only that a reply waiting in its
-    /// queue survives a broker restart. Events stay persistent.
-    pub persistent_replies: bool,
-    /// Publish requests persistent, as Nameko does (config key
-    /// `persistent_requests`, default true). `false` spares the broker a
-    /// disk write per call (10–25 % more calls/s measured here); a request
-    /// still queued when the broker restarts is then lost, and its caller
-    /// gets `Timeout`. Requests are published without confirms either way:
-    /// persistence only protects requests waiting in their queue.
-    pub persistent_requests: bool,
-    /// TLS options for an `amqps://` broker (config key `AMQP_SSL`, as in
-    /// Nameko): the CA to trust instead of the webpki (Mozilla) roots, and a
-    /// client certificate. Unset: the broker's certificate is checked
-    /// against the webpki roots.
-    pub ssl: Option<AmqpSsl>,
-}
-
-/// TLS options, Nameko's `AMQP_SSL` keys:
-///
-/// ```yaml
-/// AMQP_URI: amqps://app:${RABBIT_PASSWORD}@rabbit.internal:5671/
-/// AMQP_SSL:
-///   ca_certs: /etc/ssl/rabbit-ca.pem     # PEM file of the CA(s) to trust
-///   certfile: /etc/ssl/client.pem        # client certificate (optional)
-///   keyfile: /etc/ssl/client.key         # its private key (with certfile)
-/// ```
-///
-/// The broker's name in the URI must match its certificate.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct AmqpSsl {
-    /// PEM file of the certificate authorities to trust.
-    pub ca_certs: Option<std::path::PathBuf>,
-    /// PEM file of the client certificate, for brokers that ask for one.
-    pub certfile: Option<std::path::PathBuf>,
-    /// PEM file of the client certificate's private key.
-    pub keyfile: Option<std::path::PathBuf>,
-}
-
-impl AmqpSsl {
-    /// The TLS adaptor for a broker named `domain`.
-    fn adaptor(&self, domain: &str) -> Result<amqprs::tls::TlsAdaptor, String> {
-        let ca = self.ca_certs.as_deref();
-        let adaptor = match (&self.certfile, &self.keyfile) {
-            (Some(cert), Some(key)) => {
-                amqprs::tls::TlsAdaptor::with_client_auth(ca, cert, key, domain.to_string())
-            }
-            (None, None) => amqprs::tls::TlsAdaptor::without_client_auth(ca, domain.to_string()),
-            _ => return Err("AMQP_SSL needs both `certfile` and `keyfile`, or neither".into()),
-        };
-        adaptor.map_err(|e| {
-            format!(
-                "cannot load the TLS files of AMQP_SSL (ca_certs {:?}, certfile {:?}, keyfile {:?}): {e}",
-                self.ca_certs, self.certfile, self.keyfile
-            )
-        })
-    }
-}
-
-impl std::fmt::Debug for AmqpSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpSettings")
-            .field("uri", &redact_uri(&self.uri))
-            .field("heartbeat", &self.heartbeat)
-            .field("rpc_exchange", &self.rpc_exchange)
-            .field("max_message_size", &self.max_message_size)
-            .field("persistent_replies", &self.persistent_replies)
-            .field("persistent_requests", &self.persistent_requests)
-            .field("ssl", &self.ssl)
-            .finish()
-    }
-}
-
-impl AmqpSettings {
-    /// Settings for `uri` with every other value at its default.
-    pub fn new(uri: impl Into<String>) -> Self {
-        AmqpSettings {
-            uri: uri.into(),
-            heartbeat: 60,
-            rpc_exchange: wire::DEFAULT_RPC_EXCHANGE.to_string(),
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            persistent_replies: false,
-            persistent_requests: true,
-            ssl: None,
-        }
-    }
-
-    /// Settings from a configuration; `None` when `AMQP_URI` is not set.
-    pub fn from_config(config: &Config) -> Option<Self> {
-        let mut settings = Self::new(config.amqp_uri()?);
-        if let Ok(Some(h)) = config.get::<u16>("HEARTBEAT") {
-            settings.heartbeat = h;
-        }
-        if let Ok(Some(x)) = config.get::<String>("rpc_exchange") {
-            settings.rpc_exchange = x;
-        }
-        if let Ok(Some(n)) = config.get::<usize>("max_message_size") {
-            settings.max_message_size = n;
-        }
-        if let Ok(Some(p)) = config.get::<bool>("persistent_replies") {
-            settings.persistent_replies = p;
-        }
-        if let Ok(Some(p)) = config.get::<bool>("persistent_requests") {
-            settings.persistent_requests = p;
-        }
-        match config.get::<AmqpSsl>("AMQP_SSL") {
-            Ok(ssl) => settings.ssl = ssl,
-            Err(error) => tracing::warn!(%error, "AMQP_SSL ignored"),
-        }
-        Some(settings)
-    }
-}
-
-/// Why the transport could not connect.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot connect to {uri}: {message}")]
-pub struct ConnectError {
-    /// The broker's address, password hidden.
-    pub uri: String,
-    /// What went wrong.
-    pub message: String,
-}
+use consumer::Served;
+use session::{Inner, Session};
 
 /// The RabbitMQ transport. Cheap to clone; clones share one connection.
 #[derive(Clone)]
@@ -221,132 +102,9 @@ pub struct AmqpTransport {
     inner: Arc<Inner>,
 }
 
-type PendingReply = oneshot::Sender<Result<Value, CallError>>;
-
-struct Inner {
-    settings: AmqpSettings,
-    name: String,
-    session: watch::Sender<Option<Arc<Session>>>,
-    served: Mutex<Vec<Arc<Served>>>,
-    pending: Mutex<HashMap<String, PendingReply>>,
-    reply_key: String,
-    reply_queue: String,
-    shutdown: CancellationToken,
-    reconnects: AtomicU64,
-    /// The runtime the transport was connected on.
-    runtime: tokio::runtime::Handle,
-}
-
-struct Session {
-    connection: Connection,
-    publisher: Publisher,
-    /// Event exchanges declared on this connection. Declaring waits on this
-    /// lock: amqprs cannot have two declarations in flight on one channel.
-    exchanges: tokio::sync::Mutex<HashSet<String>>,
-    /// Cancelled when the connection is lost.
-    lost: CancellationToken,
-}
-
-/// A service instance served on the broker, re-served after a reconnect.
-struct Served {
-    binding: Binding,
-    /// The channel its consumers run on, on the current connection.
-    channel: Mutex<Option<(Channel, Vec<String>)>>,
-    /// The acks of that channel.
-    acker: Mutex<Option<Arc<acks::Acker>>>,
-    stopped: CancellationToken,
-    /// Deliveries taken and not yet acked, requeued or rejected.
-    unsettled: std::sync::atomic::AtomicUsize,
-    settled: tokio::sync::Notify,
-    /// Requests whose reply the broker did not confirm, by reply address
-    /// and correlation id: how many times each was requeued for that.
-    unconfirmed: Mutex<HashMap<String, u32>>,
-}
-
-/// How many times a request is served again because its reply was not
-/// confirmed, before it is given up on (rejected, logged as an error and
-/// counted in `shimeji_transport_messages_dropped_total`).
-pub const MAX_REPLY_ATTEMPTS: u32 = 5;
-
-/// Requests remembered in `Served::unconfirmed` at most; past it the oldest
-/// counts are forgotten (a request then gets a few more attempts, never
-/// endless ones: each forgetting needs this many other failing requests).
-const UNCONFIRMED_REMEMBERED: usize = 4096;
-
-/// Counts a delivery as unsettled while it lives.
-struct Unsettled<'a>(&'a Served);
-
-impl<'a> Unsettled<'a> {
-    fn new(served: &'a Served) -> Self {
-        served.unsettled.fetch_add(1, Ordering::AcqRel);
-        Unsettled(served)
-    }
-}
-
-impl Drop for Unsettled<'_> {
-    fn drop(&mut self) {
-        if self.0.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.settled.notify_waiters();
-        }
-    }
-}
-
-impl Served {
-    /// Counts one unconfirmed reply to the request `key`; `true` while it
-    /// may be served again.
-    fn retry_unconfirmed(&self, key: String) -> bool {
-        let mut unconfirmed = lock(&self.unconfirmed);
-        if unconfirmed.len() >= UNCONFIRMED_REMEMBERED && !unconfirmed.contains_key(&key) {
-            unconfirmed.clear();
-        }
-        let attempts = unconfirmed.entry(key.clone()).or_insert(0);
-        *attempts += 1;
-        if *attempts < MAX_REPLY_ATTEMPTS {
-            return true;
-        }
-        unconfirmed.remove(&key);
-        false
-    }
-
-    /// The reply to `key` was confirmed: forget its failures.
-    /// (`key` is only built when some failure is remembered: nothing is
-    /// allocated per call otherwise.)
-    fn confirmed(&self, key: impl FnOnce() -> String) {
-        let mut unconfirmed = lock(&self.unconfirmed);
-        if !unconfirmed.is_empty() {
-            unconfirmed.remove(&key());
-        }
-    }
-
-    /// Resolves once no delivery is unsettled.
-    async fn all_settled(&self) {
-        self.until_idle().await;
-        let acker = lock(&self.acker).clone();
-        if let Some(acker) = acker {
-            acker.flush().await;
-        }
-    }
-
-    /// Resolves once no delivery is being worked on.
-    async fn until_idle(&self) {
-        loop {
-            let notified = self.settled.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.unsettled.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
+/// Locks `m`; a lock poisoned by a panic elsewhere is taken as it is.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn transport_error(e: impl std::fmt::Display) -> CallError {
-    CallError::Transport(e.to_string())
 }
 
 impl AmqpTransport {
@@ -354,23 +112,10 @@ impl AmqpTransport {
     /// (`rabbitmqctl list_connections client_properties`) and the reply queue.
     /// After a connection loss the transport reconnects by itself.
     pub async fn connect(settings: AmqpSettings, name: &str) -> Result<Self, ConnectError> {
-        let reply_key = uuid::Uuid::new_v4().to_string();
-        let owner = name.split([' ', ',']).next().unwrap_or("shimeji");
-        let inner = Arc::new(Inner {
-            reply_queue: wire::reply_queue(owner, &reply_key),
-            reply_key,
-            name: name.to_string(),
-            session: watch::channel(None).0,
-            served: Mutex::new(Vec::new()),
-            pending: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
-            reconnects: AtomicU64::new(0),
-            runtime: tokio::runtime::Handle::current(),
-            settings,
-        });
-        let session = open_session(&inner).await?;
-        inner.session.send_replace(Some(session.clone()));
-        tokio::spawn(supervise(Arc::downgrade(&inner), session));
+        let inner = Arc::new(Inner::new(settings, name));
+        let first = Session::open(&inner).await?;
+        inner.session.send_replace(Some(first.clone()));
+        tokio::spawn(session::supervise(Arc::downgrade(&inner), first));
         Ok(AmqpTransport { inner })
     }
 
@@ -389,464 +134,8 @@ impl AmqpTransport {
         self.inner.shutdown.cancel();
         let session = self.inner.session.send_replace(None);
         if let Some(session) = session {
-            session.lost.cancel();
-            let _ = session.connection.clone().close().await;
+            session.close().await;
         }
-    }
-
-    async fn session(&self) -> Arc<Session> {
-        let mut rx = self.inner.session.subscribe();
-        loop {
-            if let Some(s) = rx.borrow_and_update().clone() {
-                return s;
-            }
-            if rx.changed().await.is_err() {
-                // The sender lives as long as `inner`: not reached.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        // amqprs closes a dropped channel from a task it spawns: when the
-        // last handle goes away outside any runtime (a client dropped after
-        // `block_on` returned), drop the channels inside ours.
-        let _entered = tokio::runtime::Handle::try_current()
-            .is_err()
-            .then(|| self.runtime.enter());
-        self.session.send_replace(None);
-        lock(&self.served).clear();
-    }
-}
-
-/// Opens a connection, its publisher channel and its reply consumer.
-async fn open_session(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> {
-    let settings = &inner.settings;
-    let fail = |message: String| ConnectError {
-        uri: redact_uri(&settings.uri),
-        message,
-    };
-    if settings.uri.starts_with("amqps://") {
-        // rustls needs a process-wide crypto provider; install ours once.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    let mut args = OpenConnectionArguments::try_from(settings.uri.as_str())
-        .map_err(|e| fail(e.to_string()))?;
-    if let (true, Some(ssl)) = (settings.uri.starts_with("amqps://"), &settings.ssl) {
-        let adaptor = ssl.adaptor(args.get_host()).map_err(fail)?;
-        args.tls_adaptor(adaptor);
-    }
-    args.heartbeat(settings.heartbeat).connection_name(&format!(
-        "shimeji {} (pid {})",
-        inner.name,
-        std::process::id()
-    ));
-    // A broker that drops packets must not hang the start.
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::open(&args))
-        .await
-        .map_err(|_| fail(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| fail(e.to_string()))?;
-    let lost = CancellationToken::new();
-    connection
-        .register_callback(ConnectionWatch { lost: lost.clone() })
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let publisher = Publisher::open(&connection, inner)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let session = Arc::new(Session {
-        connection,
-        publisher,
-        exchanges: tokio::sync::Mutex::new(HashSet::new()),
-        lost,
-    });
-    start_reply_consumer(inner, &session)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(session)
-}
-
-/// Watches the connection; reconnects with backoff when it is lost.
-async fn supervise(inner: Weak<Inner>, mut session: Arc<Session>) {
-    loop {
-        let Some(shutdown) = inner.upgrade().map(|i| i.shutdown.clone()) else {
-            return;
-        };
-        let connection = session.connection.clone();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = session.lost.cancelled() => {}
-            _ = connection.listen_network_io_failure() => {}
-        }
-        session.lost.cancel();
-        session.publisher.fail_all();
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        if strong.shutdown.is_cancelled() {
-            return;
-        }
-        strong.session.send_replace(None);
-        tracing::warn!(uri = %redact_uri(&strong.settings.uri), "connection to the broker lost: reconnecting");
-        drop(strong);
-        let mut backoff = Duration::from_millis(100);
-        session = loop {
-            let Some(strong) = inner.upgrade() else {
-                return;
-            };
-            if strong.shutdown.is_cancelled() {
-                return;
-            }
-            match open_session(&strong).await {
-                Ok(s) => {
-                    strong.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let served: Vec<_> = lock(&strong.served).clone();
-                    let mut ok = true;
-                    for s2 in served.iter().filter(|s| !s.stopped.is_cancelled()) {
-                        if let Err(error) = consume(&strong, &s, s2).await {
-                            tracing::warn!(service = s2.binding.service, %error, "cannot serve after reconnect");
-                            ok = false;
-                            break;
-                        }
-                    }
-                    if ok {
-                        strong.session.send_replace(Some(s.clone()));
-                        crate::metrics::reconnected("amqp");
-                        tracing::info!("reconnected to the broker");
-                        break s;
-                    }
-                    s.lost.cancel();
-                    let _ = s.connection.clone().close().await;
-                }
-                Err(error) => tracing::warn!(%error, retry_in = ?backoff, "reconnect failed"),
-            }
-            drop(strong);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        };
-    }
-}
-
-struct ConnectionWatch {
-    lost: CancellationToken,
-}
-
-#[async_trait::async_trait]
-impl ConnectionCallback for ConnectionWatch {
-    async fn close(
-        &mut self,
-        _connection: &Connection,
-        close: Close,
-    ) -> Result<(), amqprs::error::Error> {
-        tracing::warn!(reason = %close, "the broker closed the connection");
-        self.lost.cancel();
-        Ok(())
-    }
-    async fn blocked(&mut self, _connection: &Connection, reason: String) {
-        tracing::warn!(reason, "the broker blocked the connection");
-    }
-    async fn unblocked(&mut self, _connection: &Connection) {
-        tracing::info!("the broker unblocked the connection");
-    }
-    async fn secret_updated(&mut self, _connection: &Connection) {}
-}
-
-/// How many confirm-mode channels replies and events spread over: each is a
-/// process of its own in the broker, and a lock of its own here.
-const CONFIRM_LANES: usize = 4;
-
-/// Confirm-mode channels, where each publish learns whether the broker took
-/// it (replies, events), and a plain channel for requests: a request needs no
-/// confirm, its reply says it arrived, and an unroutable one comes back
-/// (`mandatory`) at once.
-struct Publisher {
-    lanes: Vec<ConfirmLane>,
-    next_lane: AtomicU64,
-    requests: Channel,
-}
-
-/// One confirm-mode channel and the confirms it waits for.
-struct ConfirmLane {
-    channel: Channel,
-    /// Serializes publishes so that delivery tags follow publish order.
-    next_tag: tokio::sync::Mutex<u64>,
-    confirms: Arc<Mutex<BTreeMap<u64, oneshot::Sender<bool>>>>,
-}
-
-impl ConfirmLane {
-    async fn open(
-        connection: &Connection,
-        inner: &Arc<Inner>,
-    ) -> Result<Self, amqprs::error::Error> {
-        let channel = connection.open_channel(None).await?;
-        let confirms = Arc::new(Mutex::new(BTreeMap::new()));
-        channel
-            .register_callback(PublisherWatch {
-                confirms: confirms.clone(),
-                inner: Arc::downgrade(inner),
-            })
-            .await?;
-        channel
-            .confirm_select(ConfirmSelectArguments::default())
-            .await?;
-        Ok(ConfirmLane {
-            channel,
-            next_tag: tokio::sync::Mutex::new(1),
-            confirms,
-        })
-    }
-
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        mandatory: bool,
-        props: BasicProperties,
-        body: Vec<u8>,
-    ) -> Result<oneshot::Receiver<bool>, amqprs::error::Error> {
-        let (tx, rx) = oneshot::channel();
-        let mut next = self.next_tag.lock().await;
-        let tag = *next;
-        lock(&self.confirms).insert(tag, tx);
-        let mut args = BasicPublishArguments::new(exchange, routing_key);
-        args.mandatory(mandatory);
-        match self.channel.basic_publish(props, body, args).await {
-            Ok(()) => {
-                *next += 1;
-                Ok(rx)
-            }
-            Err(e) => {
-                lock(&self.confirms).remove(&tag);
-                Err(e)
-            }
-        }
-    }
-}
-
-impl Publisher {
-    async fn open(
-        connection: &Connection,
-        inner: &Arc<Inner>,
-    ) -> Result<Self, amqprs::error::Error> {
-        let mut lanes = Vec::with_capacity(CONFIRM_LANES);
-        for _ in 0..CONFIRM_LANES {
-            lanes.push(ConfirmLane::open(connection, inner).await?);
-        }
-        let requests = connection.open_channel(None).await?;
-        requests
-            .register_callback(PublisherWatch {
-                confirms: Arc::default(),
-                inner: Arc::downgrade(inner),
-            })
-            .await?;
-        requests
-            .exchange_declare(
-                ExchangeDeclareArguments::new(&inner.settings.rpc_exchange, "topic")
-                    .durable(true)
-                    .finish(),
-            )
-            .await?;
-        Ok(Publisher {
-            lanes,
-            next_lane: AtomicU64::new(0),
-            requests,
-        })
-    }
-
-    /// The channel declarations go through (one at a time: see `Session::exchanges`).
-    fn control(&self) -> &Channel {
-        &self.requests
-    }
-
-    /// Publishes on the next lane; the receiver resolves with the broker's
-    /// confirm (`true` for ack), or closes when the connection is lost first.
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        mandatory: bool,
-        props: BasicProperties,
-        body: Vec<u8>,
-    ) -> Result<oneshot::Receiver<bool>, amqprs::error::Error> {
-        let i = self.next_lane.fetch_add(1, Ordering::Relaxed) as usize % self.lanes.len();
-        self.lanes[i]
-            .publish(exchange, routing_key, mandatory, props, body)
-            .await
-    }
-
-    /// Publishes a request, `mandatory`, without a confirm.
-    async fn publish_request(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        props: BasicProperties,
-        body: Vec<u8>,
-    ) -> Result<(), amqprs::error::Error> {
-        let mut args = BasicPublishArguments::new(exchange, routing_key);
-        args.mandatory(true);
-        self.requests.basic_publish(props, body, args).await
-    }
-
-    fn fail_all(&self) {
-        for lane in &self.lanes {
-            lock(&lane.confirms).clear();
-        }
-    }
-}
-
-struct PublisherWatch {
-    confirms: Arc<Mutex<BTreeMap<u64, oneshot::Sender<bool>>>>,
-    inner: Weak<Inner>,
-}
-
-impl PublisherWatch {
-    fn settle(&self, tag: u64, multiple: bool, ok: bool) {
-        let mut confirms = lock(&self.confirms);
-        if multiple {
-            let rest = confirms.split_off(&(tag + 1));
-            for (_, tx) in std::mem::replace(&mut *confirms, rest) {
-                let _ = tx.send(ok);
-            }
-        } else if let Some(tx) = confirms.remove(&tag) {
-            let _ = tx.send(ok);
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ChannelCallback for PublisherWatch {
-    async fn close(
-        &mut self,
-        _channel: &Channel,
-        close: CloseChannel,
-    ) -> Result<(), amqprs::error::Error> {
-        tracing::warn!(reason = %close, "the broker closed the publishing channel");
-        Ok(())
-    }
-    async fn cancel(
-        &mut self,
-        _channel: &Channel,
-        _cancel: Cancel,
-    ) -> Result<(), amqprs::error::Error> {
-        Ok(())
-    }
-    async fn flow(
-        &mut self,
-        _channel: &Channel,
-        active: bool,
-    ) -> Result<bool, amqprs::error::Error> {
-        Ok(active)
-    }
-    async fn publish_ack(&mut self, _channel: &Channel, ack: Ack) {
-        self.settle(ack.delivery_tag(), ack.mutiple(), true);
-    }
-    async fn publish_nack(&mut self, _channel: &Channel, nack: Nack) {
-        self.settle(nack.delivery_tag(), nack.multiple(), false);
-    }
-    async fn publish_return(
-        &mut self,
-        _channel: &Channel,
-        ret: Return,
-        props: BasicProperties,
-        _content: Vec<u8>,
-    ) {
-        // A request nobody serves: fail its call at once.
-        let (Some(inner), Some(id)) = (self.inner.upgrade(), props.correlation_id()) else {
-            return;
-        };
-        let service = wire::split_routing_key(ret.routing_key())
-            .map_or(ret.routing_key().as_str(), |(s, _)| s)
-            .to_string();
-        let waiting = lock(&inner.pending).remove(id);
-        if let Some(tx) = waiting {
-            let _ = tx.send(Err(CallError::UnknownService(service)));
-        }
-    }
-}
-
-/// Declares the reply queue and consumes it, routing replies to their calls.
-async fn start_reply_consumer(
-    inner: &Arc<Inner>,
-    session: &Session,
-) -> Result<(), amqprs::error::Error> {
-    let channel = session.connection.open_channel(None).await?;
-    let mut args = FieldTable::new();
-    if let Ok(name) = "x-expires".try_into() {
-        args.insert(name, FieldValue::I(wire::REPLY_QUEUE_EXPIRES_MS));
-    }
-    channel
-        .queue_declare(
-            QueueDeclareArguments::new(&inner.reply_queue)
-                .durable(true)
-                .arguments(args)
-                .finish(),
-        )
-        .await?;
-    channel
-        .queue_bind(QueueBindArguments::new(
-            &inner.reply_queue,
-            &inner.settings.rpc_exchange,
-            &inner.reply_key,
-        ))
-        .await?;
-    channel.set_max_content_size(inner.settings.max_message_size);
-    let (_tag, mut rx) = channel
-        // Replies are taken as they come (no ack): a reply lost with its
-        // connection leaves its call to its timeout.
-        .basic_consume_rx(
-            BasicConsumeArguments::new(&inner.reply_queue, "")
-                .manual_ack(false)
-                .finish(),
-        )
-        .await?;
-    let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        // The channel closes when its handle drops: keep it with its consumer.
-        let _channel = channel;
-        while let Some(message) = rx.recv().await {
-            let Some(inner) = weak.upgrade() else { return };
-            let ConsumerMessage {
-                basic_properties,
-                content,
-                body_size,
-                ..
-            } = message;
-            let Some(id) = basic_properties.as_ref().and_then(|p| p.correlation_id()) else {
-                tracing::warn!("reply without a correlation id: dropped");
-                continue;
-            };
-            let Some(tx) = lock(&inner.pending).remove(id) else {
-                // A late or repeated reply (the call timed out, or the
-                // request was redelivered): nobody waits for it.
-                continue;
-            };
-            let reply = match content {
-                Some(body) => wire::decode_reply(&body)
-                    .map_err(CallError::Decode)
-                    .and_then(|r| r.map_err(CallError::from_remote)),
-                None => Err(CallError::Decode(format!(
-                    "reply of {} bytes is over the limit of {} bytes (max_message_size)",
-                    body_size, inner.settings.max_message_size
-                ))),
-            };
-            let _ = tx.send(reply);
-        }
-    });
-    Ok(())
-}
-
-/// Removes a call's pending entry when the call ends, however it ends.
-struct PendingGuard<'a> {
-    inner: &'a Inner,
-    id: String,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        lock(&self.inner.pending).remove(&self.id);
     }
 }
 
@@ -867,12 +156,7 @@ impl Transport for AmqpTransport {
                 .and_then(|v| serde_json::to_vec(&v))
                 .map_err(|e| CallError::Encode(e.to_string()))?;
             let id = crate::context::new_uuid().to_string();
-            let (tx, reply) = oneshot::channel();
-            lock(&self.inner.pending).insert(id.clone(), tx);
-            let _guard = PendingGuard {
-                inner: &self.inner,
-                id: id.clone(),
-            };
+            let (_guard, reply) = self.inner.pending.register(&id);
             let headers = wire::context_headers(request.context.as_ref());
             let props = wire::properties_with_mode(
                 wire::delivery_mode(self.inner.settings.persistent_requests),
@@ -881,12 +165,12 @@ impl Transport for AmqpTransport {
                 Some(&self.inner.reply_key),
             );
             let routing_key = format!("{}.{}", request.service, request.method);
-            let session = self.session().await;
+            let session = self.inner.session().await;
             session
                 .publisher
                 .publish_request(&self.inner.settings.rpc_exchange, &routing_key, props, body)
                 .await
-                .map_err(transport_error)?;
+                .map_err(|e| CallError::Transport(e.to_string()))?;
             let result = reply
                 .await
                 .unwrap_or_else(|_| Err(CallError::Transport("reply channel closed".into())));
@@ -894,40 +178,31 @@ impl Transport for AmqpTransport {
         })
     }
 
-    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&event.payload)?;
+            // A JSON value always encodes; an error here is a bug.
+            let body = serde_json::to_vec(&event.payload)
+                .map_err(|e| TransportError::Other(format!("could not encode the event: {e}")))?;
             let exchange = wire::events_exchange(&event.source);
-            let session = self.session().await;
-            {
-                let mut declared = session.exchanges.lock().await;
-                if !declared.contains(&exchange) {
-                    session
-                        .publisher
-                        .control()
-                        .exchange_declare(
-                            ExchangeDeclareArguments::new(&exchange, "topic")
-                                .durable(true)
-                                .finish(),
-                        )
-                        .await
-                        .map_err(|e| DispatchError::Transport(e.to_string()))?;
-                    declared.insert(exchange.clone());
-                }
-            }
+            let session = self.inner.session().await;
+            session
+                .declare_exchange(&exchange)
+                .await
+                .map_err(|e| TransportError::Other(e.to_string()))?;
             let headers = wire::context_headers(event.context.as_ref());
             let props = wire::properties(Some(headers), None, None);
             let confirm = session
                 .publisher
-                .publish(&exchange, &event.event_type, false, props, body)
+                .lane()
+                .publish(&exchange, &event.event_type, props, body)
                 .await
-                .map_err(|e| DispatchError::Transport(e.to_string()))?;
+                .map_err(|e| TransportError::Other(e.to_string()))?;
             match confirm.await {
                 Ok(true) => Ok(()),
-                Ok(false) => Err(DispatchError::Transport(
+                Ok(false) => Err(TransportError::Other(
                     "the broker refused the event (nack)".into(),
                 )),
-                Err(_) => Err(DispatchError::Transport(
+                Err(_) => Err(TransportError::Other(
                     "the connection was lost before the broker confirmed the event".into(),
                 )),
             }
@@ -936,363 +211,18 @@ impl Transport for AmqpTransport {
 
     fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>> {
         Box::pin(async move {
-            let served = Arc::new(Served {
-                binding,
-                channel: Mutex::new(None),
-                acker: Mutex::new(None),
-                stopped: CancellationToken::new(),
-                unsettled: Default::default(),
-                settled: Default::default(),
-                unconfirmed: Default::default(),
-            });
-            let session = self.session().await;
-            consume(&self.inner, &session, &served).await.map_err(|e| {
-                let message = e.to_string();
-                if message.contains("PRECONDITION_FAILED") {
-                    TransportError::Conflict {
-                        queue: served.binding.service.to_string(),
-                        message,
-                    }
-                } else {
-                    TransportError::Other(message)
-                }
-            })?;
+            let served = Arc::new(Served::new(binding));
+            let session = self.inner.session().await;
+            consumer::consume(&self.inner, &session, &served)
+                .await
+                .map_err(|e| consumer::serve_error(served.binding.service, e))?;
             lock(&self.inner.served).push(served.clone());
             let inner = self.inner.clone();
             let settling = served.clone();
-            Ok(Serving::new(move || {
-                Box::pin(async move {
-                    served.stopped.cancel();
-                    lock(&inner.served).retain(|s| !Arc::ptr_eq(s, &served));
-                    let current = lock(&served.channel).clone();
-                    if let Some((channel, tags)) = current {
-                        for tag in tags {
-                            let _ = channel.basic_cancel(BasicCancelArguments::new(&tag)).await;
-                        }
-                    }
-                })
-            })
-            .with_settle(move || Box::pin(async move { settling.all_settled().await })))
+            Ok(
+                Serving::new(move || Box::pin(async move { served.stop(&inner).await }))
+                    .with_settle(move || Box::pin(async move { settling.all_settled().await })),
+            )
         })
-    }
-}
-
-/// Declares a service instance's queues on the current connection and
-/// consumes them.
-async fn consume(
-    inner: &Arc<Inner>,
-    session: &Session,
-    served: &Arc<Served>,
-) -> Result<(), amqprs::error::Error> {
-    let binding = &served.binding;
-    let channel = session.connection.open_channel(None).await?;
-    let rpc_exchange = &inner.settings.rpc_exchange;
-    let prefetch = u16::try_from(binding.max_workers).unwrap_or(u16::MAX);
-    let mut queues: Vec<(String, Option<&'static EventHandlerSpec>)> = Vec::new();
-    if binding.has_rpc {
-        let queue = wire::rpc_queue(binding.service);
-        channel
-            .exchange_declare(
-                ExchangeDeclareArguments::new(rpc_exchange, "topic")
-                    .durable(true)
-                    .finish(),
-            )
-            .await?;
-        channel
-            .queue_declare(QueueDeclareArguments::new(&queue).durable(true).finish())
-            .await?;
-        channel
-            .queue_bind(QueueBindArguments::new(
-                &queue,
-                rpc_exchange,
-                &wire::rpc_binding_key(binding.service),
-            ))
-            .await?;
-        queues.push((queue, None));
-    }
-    for spec in binding.event_handlers {
-        let exchange = wire::events_exchange(spec.source);
-        let queue = event_queue_name(binding.service, spec, &binding.instance_id);
-        let broadcast = spec.handler_type == HandlerType::Broadcast;
-        channel
-            .exchange_declare(
-                ExchangeDeclareArguments::new(&exchange, "topic")
-                    .durable(true)
-                    .finish(),
-            )
-            .await?;
-        channel
-            .queue_declare(
-                QueueDeclareArguments::new(&queue)
-                    .durable(true)
-                    .exclusive(broadcast)
-                    .auto_delete(broadcast || !spec.reliable_delivery)
-                    .finish(),
-            )
-            .await?;
-        channel
-            .queue_bind(QueueBindArguments::new(&queue, &exchange, spec.event_type))
-            .await?;
-        queues.push((queue, Some(spec)));
-    }
-    channel
-        .basic_qos(BasicQosArguments::new(0, prefetch, false))
-        .await?;
-    // A body over the limit is refused on its content header and never
-    // gathered: memory per instance stays within max_message_size × prefetch.
-    channel.set_max_content_size(inner.settings.max_message_size);
-    let acker = acks::Acker::new(channel.clone());
-    let mut tags = Vec::new();
-    for (queue, event_method) in queues {
-        let (tag, rx) = channel
-            .basic_consume_rx(BasicConsumeArguments::new(&queue, "").finish())
-            .await?;
-        tags.push(tag);
-        let worker = Worker {
-            inner: Arc::downgrade(inner),
-            acker: acker.clone(),
-            served: served.clone(),
-            event_handler: event_method,
-        };
-        tokio::spawn(worker.run(rx));
-    }
-    *lock(&served.channel) = Some((channel, tags));
-    *lock(&served.acker) = Some(acker);
-    Ok(())
-}
-
-/// A delivery's body: its bytes (empty when it was over the size limit and
-/// dropped on arrival) and the size its content header announced.
-#[derive(Clone, Copy)]
-struct Body<'a> {
-    bytes: &'a [u8],
-    size: u64,
-}
-
-/// Takes deliveries off one queue and hands each to the service.
-struct Worker {
-    inner: Weak<Inner>,
-    acker: Arc<acks::Acker>,
-    served: Arc<Served>,
-    /// `Some(handler)` for an event queue, `None` for the RPC queue.
-    event_handler: Option<&'static EventHandlerSpec>,
-}
-
-impl Worker {
-    async fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<ConsumerMessage>) {
-        let this = Arc::new(self);
-        while let Some(message) = rx.recv().await {
-            let this = this.clone();
-            tokio::spawn(async move { this.handle(message).await });
-        }
-    }
-
-    async fn handle(&self, message: ConsumerMessage) {
-        let ConsumerMessage {
-            deliver,
-            basic_properties,
-            content,
-            body_size,
-            ..
-        } = message;
-        let Some(deliver) = deliver else {
-            return;
-        };
-        let _unsettled = Unsettled::new(&self.served);
-        let tag = deliver.delivery_tag();
-        let Some(props) = basic_properties else {
-            // Every tag must be settled, or the acks after it stop.
-            crate::metrics::dropped("amqp", "malformed");
-            return self.acker.reject(tag).await;
-        };
-        // `None` when the body was over max_message_size and so dropped.
-        let body = content.unwrap_or_default();
-        let body = Body {
-            bytes: &body,
-            size: body_size,
-        };
-        match self.event_handler {
-            Some(handler) => self.handle_event(handler, tag, &props, body).await,
-            None => {
-                self.handle_rpc(deliver.routing_key(), tag, &props, body)
-                    .await
-            }
-        }
-    }
-
-    async fn handle_rpc(
-        &self,
-        routing_key: &str,
-        tag: u64,
-        props: &BasicProperties,
-        body: Body<'_>,
-    ) {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
-        let service = self.served.binding.service;
-        let max = inner.settings.max_message_size;
-        let (reply_to, correlation_id, result) = match wire::parse_request(
-            routing_key,
-            props,
-            body.bytes,
-            body.size,
-            max,
-        ) {
-            Ok(incoming) => {
-                let result = self
-                    .served
-                    .binding
-                    .handler
-                    .handle_rpc(
-                        &incoming.method,
-                        Payload::Json(incoming.body),
-                        Some(incoming.context),
-                    )
-                    .await;
-                let result = match result {
-                    // Refused by a stopping instance: another one takes it.
-                    Err(HandlerError::Stopping) => return self.acker.requeue(tag).await,
-                    Err(HandlerError::Failed(error)) => Err(error),
-                    Ok(payload) => Ok(payload),
-                };
-                let result = result.and_then(|p| {
-                    p.into_json()
-                        .map_err(|e| RemoteError::unserializable(e.to_string()))
-                });
-                (incoming.reply_to, incoming.correlation_id, result)
-            }
-            Err(wire::Refusal {
-                reply: Some((to, id)),
-                error,
-            }) => {
-                tracing::warn!(service, routing_key, error = %error.value, "malformed request: answered with MalformedRequest");
-                (to, id, Err(*error))
-            }
-            Err(wire::Refusal { reply: None, error }) => {
-                tracing::warn!(service, routing_key, error = %error.value, "malformed request with nowhere to answer: rejected");
-                crate::metrics::dropped("amqp", "malformed");
-                return self.acker.reject(tag).await;
-            }
-        };
-        // The request's name in `Served::unconfirmed`, built only when needed.
-        let key = || {
-            format!(
-                "{reply_to}/{}",
-                correlation_id.as_deref().unwrap_or_default()
-            )
-        };
-        let props = wire::properties_with_mode(
-            wire::delivery_mode(inner.settings.persistent_replies),
-            None,
-            correlation_id.as_deref(),
-            None,
-        );
-        let session = inner.session.borrow().clone();
-        let Some(session) = session else {
-            // Disconnected: leave the request unacked; the broker hands it
-            // out again.
-            return;
-        };
-        let published = session
-            .publisher
-            .publish(
-                &inner.settings.rpc_exchange,
-                &reply_to,
-                false,
-                props,
-                wire::reply_body(result),
-            )
-            .await;
-        let failure = match published {
-            Ok(confirm) => match confirm.await {
-                Ok(true) => {
-                    self.served.confirmed(key);
-                    return self.acker.ack(tag);
-                }
-                Ok(false) => "the broker refused the reply (nack)".to_string(),
-                Err(_) => {
-                    "the connection was lost before the broker confirmed the reply".to_string()
-                }
-            },
-            Err(error) => format!("cannot publish the reply: {error}"),
-        };
-        if self.served.retry_unconfirmed(key()) {
-            // The request goes back for another try.
-            tracing::warn!(
-                service,
-                routing_key,
-                reason = failure,
-                "reply not confirmed: the request will be served again"
-            );
-            self.acker.requeue(tag).await;
-        } else {
-            tracing::error!(
-                service,
-                routing_key,
-                reason = failure,
-                attempts = MAX_REPLY_ATTEMPTS,
-                "reply never confirmed: the request is dropped and its caller will time out"
-            );
-            crate::metrics::dropped("amqp", "reply_unconfirmed");
-            self.acker.reject(tag).await;
-        }
-    }
-
-    async fn handle_event(
-        &self,
-        handler: &'static EventHandlerSpec,
-        tag: u64,
-        props: &BasicProperties,
-        body: Body<'_>,
-    ) {
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
-        let service = self.served.binding.service;
-        let method = handler.method;
-        if body.size > inner.settings.max_message_size as u64 {
-            tracing::warn!(
-                service,
-                method,
-                size = body.size,
-                "event over the size limit: rejected"
-            );
-            crate::metrics::dropped("amqp", "malformed");
-            return self.acker.reject(tag).await;
-        }
-        if props.headers_malformed() {
-            tracing::warn!(
-                service,
-                method,
-                "event headers are not a valid AMQP field table (or nest too deep): rejected"
-            );
-            crate::metrics::dropped("amqp", "malformed");
-            return self.acker.reject(tag).await;
-        }
-        let payload: Value = match serde_json::from_slice(body.bytes) {
-            Ok(v) => v,
-            Err(error) => {
-                tracing::warn!(service, method, %error, "event body is not JSON: rejected");
-                crate::metrics::dropped("amqp", "malformed");
-                return self.acker.reject(tag).await;
-            }
-        };
-        let context = wire::context_from_headers(props.headers());
-        match self
-            .served
-            .binding
-            .handler
-            .handle_event(handler, payload, Some(context))
-            .await
-        {
-            // Refused by a stopping instance: another one takes it.
-            Err(HandlerError::Stopping) => self.acker.requeue(tag).await,
-            Err(HandlerError::Failed(error)) => {
-                tracing::warn!(service, method, %error, "event handler failed");
-                self.acker.ack(tag)
-            }
-            Ok(()) => self.acker.ack(tag),
-        }
     }
 }

@@ -320,6 +320,11 @@ impl ChannelDispatcher {
                             }
                             // channel.close request from server
                             Frame::CloseChannel(_, close_channel) => {
+                                // a request waiting for its answer learns why the
+                                // server closed the channel (its reply code) instead
+                                for (_, responder) in self.responders.drain() {
+                                    let _ = responder.send(close_channel.clone().into_frame());
+                                }
                                 // callback
                                 if let Some(ref mut cb) = self.callback {
                                     if let Err(err) = cb.close(&self.channel, close_channel).await {

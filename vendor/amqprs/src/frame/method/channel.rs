@@ -28,7 +28,7 @@ pub struct OpenChannelOk {
 ///
 /// [`close`]: callbacks/trait.ChannelCallback.html#tymethod.close
 // TX + RX
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CloseChannel {
     reply_code: ShortUint,
     reply_text: ShortStr,
