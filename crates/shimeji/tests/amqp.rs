@@ -571,3 +571,55 @@ async fn every_request_is_acked_while_the_service_runs() {
     }
     running.stop().await;
 }
+
+struct AmqpSingleReliable;
+#[service(name = "amqp_single_reliable")]
+impl AmqpSingleReliable {
+    #[event_handler("amqp_shop", "sold", handler_type = "singleton")]
+    async fn handle(&self, _payload: Value) {}
+}
+
+struct AmqpSingleUnreliable;
+#[service(name = "amqp_single_unreliable")]
+impl AmqpSingleUnreliable {
+    #[event_handler(
+        "amqp_shop",
+        "sold",
+        handler_type = "singleton",
+        reliable_delivery = false
+    )]
+    async fn handle(&self, _payload: Value) {}
+}
+
+/// The broker refuses a queue declared again with other settings (reply
+/// code 406): the start fails with a conflict that names the queue.
+#[tokio::test]
+async fn a_queue_declared_with_other_settings_is_a_conflict_named_by_the_broker() {
+    let first = ServiceRunner::with_config(config())
+        .service(AmqpSingleReliable)
+        .start()
+        .await
+        .expect("the first declaration starts");
+    let err = ServiceRunner::with_config(config())
+        .service(AmqpSingleUnreliable)
+        .start()
+        .await
+        .err()
+        .expect("the second declaration must be refused");
+    first.stop().await;
+    let message = err.to_string();
+    assert!(
+        message.contains("evt-amqp_shop-sold") && message.contains("conflicts"),
+        "a conflict naming the queue, got: {message}"
+    );
+    assert!(
+        matches!(
+            &err,
+            StartError::Transport {
+                source: shimeji::transport::TransportError::Conflict { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
