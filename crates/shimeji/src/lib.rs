@@ -78,6 +78,7 @@ pub mod otlp;
 pub mod payload;
 pub mod runner;
 pub mod service;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;

@@ -3,7 +3,7 @@
 //! goes up or sideways, naming the file and the module it reaches.
 //!
 //! ```text
-//! layer 0  vocabulary      error  entrypoint  trace  metrics
+//! layer 0  vocabulary      error  entrypoint  trace  metrics  sync
 //! layer 1                  payload  binding  context
 //! layer 2                  config
 //! layer 3  core            transport
@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("entrypoint", 0),
     ("trace", 0),
     ("metrics", 0),
+    ("sync", 0),
     ("payload", 1),
     ("binding", 1),
     ("context", 1),

@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::{
     event_queue_name, Binding, Event, HandlerError, Request, ServiceHandler, Serving, Transport,
@@ -32,6 +32,7 @@ use super::{
 use crate::entrypoint::EventHandlerSpec;
 use crate::error::CallError;
 use crate::payload::Payload;
+use crate::sync::lock;
 
 /// The in-process transport. Clones share one broker.
 #[derive(Clone, Default)]
@@ -77,11 +78,6 @@ struct EventConsumer {
     instance_id: String,
     spec: &'static EventHandlerSpec,
     handler: Arc<dyn ServiceHandler>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind; go on with it.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryTransport {

@@ -18,9 +18,10 @@
 //! from then on while it holds: a finished delivery uses a prefetch slot
 //! for at most `HOLD`.
 
+use crate::sync::lock;
 use amqprs::channel::{BasicAckArguments, BasicNackArguments, BasicRejectArguments, Channel};
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -131,10 +132,6 @@ pub(super) struct Acker {
     /// that no tag is acked twice (the broker closes the channel for that).
     sent: tokio::sync::Mutex<u64>,
     wake: Arc<Notify>,
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Acker {

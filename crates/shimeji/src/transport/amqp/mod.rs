@@ -75,7 +75,7 @@
 
 use futures::future::BoxFuture;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use super::{Binding, Event, Request, Serving, Transport, TransportError};
 use crate::error::CallError;
@@ -93,6 +93,7 @@ pub use replies::MAX_REPLY_ATTEMPTS;
 pub use session::ConnectError;
 pub use settings::{AmqpSettings, AmqpSsl, DEFAULT_MAX_MESSAGE_SIZE};
 
+use crate::sync::lock;
 use consumer::Served;
 use session::{Inner, Session};
 
@@ -100,11 +101,6 @@ use session::{Inner, Session};
 #[derive(Clone)]
 pub struct AmqpTransport {
     inner: Arc<Inner>,
-}
-
-/// Locks `m`; a lock poisoned by a panic elsewhere is taken as it is.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl AmqpTransport {
