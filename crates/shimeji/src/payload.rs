@@ -63,28 +63,6 @@ impl Payload {
         Payload::Json(json!({ "args": args, "kwargs": kwargs }))
     }
 
-    /// A request body from raw bytes, as a network transport receives them.
-    /// Bytes that are not JSON give `MalformedRequest`; the shape
-    /// (`args`, `kwargs`) is checked when the arguments are bound.
-    ///
-    /// ```
-    /// use shimeji::payload::Payload;
-    /// let err = Payload::from_request_bytes(b"\xff not json").unwrap_err();
-    /// assert_eq!(err.exc_type, "MalformedRequest");
-    /// ```
-    pub fn from_request_bytes(bytes: &[u8]) -> Result<Self, RemoteError> {
-        serde_json::from_slice(bytes)
-            .map(Payload::Json)
-            .map_err(|e| {
-                RemoteError::malformed_request(format!("request body is not valid JSON: {e}"))
-            })
-    }
-
-    /// True for the in-process typed form.
-    pub fn is_typed(&self) -> bool {
-        matches!(self, Payload::Typed(_))
-    }
-
     /// The JSON form of a reply (for a typed payload, its value encoded).
     pub fn into_json(self) -> Result<Value, serde_json::Error> {
         match self {
@@ -166,8 +144,7 @@ mod tests {
         // parser that is not correctly rounded.
         let x = 9.199000000000001e94_f64;
         let body = serde_json::to_vec(&json!({ "args": [x], "kwargs": {} })).unwrap();
-        let back = Payload::from_request_bytes(&body)
-            .unwrap()
+        let back = Payload::Json(serde_json::from_slice(&body).unwrap())
             .into_json()
             .unwrap();
         assert_eq!(back["args"][0].as_f64(), Some(x), "{back}");
