@@ -79,7 +79,9 @@ impl From<DispatchError> for crate::error::RemoteError {
 /// An event a recording dispatcher kept: its type and payload.
 type Recorded = (String, Value);
 
-struct Bound {
+/// Where a dispatcher publishes: its service (the events' source) and the
+/// transport, known once the service has started.
+struct DispatchTarget {
     source: &'static str,
     transport: Arc<dyn Transport>,
 }
@@ -90,7 +92,7 @@ struct Bound {
 /// `call_id_stack` and its context data goes along.
 #[derive(Clone, Default)]
 pub struct EventDispatcher {
-    bound: Arc<OnceLock<Bound>>,
+    target: Arc<OnceLock<DispatchTarget>>,
     recorded: Option<Arc<Mutex<Vec<Recorded>>>>,
 }
 
@@ -103,7 +105,7 @@ impl EventDispatcher {
     }
 
     fn bind(&self, source: &'static str, transport: Arc<dyn Transport>) {
-        let _ = self.bound.set(Bound { source, transport });
+        let _ = self.target.set(DispatchTarget { source, transport });
     }
 
     /// A dispatcher that records events instead of publishing them, for tests.
@@ -120,7 +122,7 @@ impl EventDispatcher {
     /// ```
     pub fn recording() -> Self {
         EventDispatcher {
-            bound: Arc::default(),
+            target: Arc::default(),
             recorded: Some(Arc::default()),
         }
     }
@@ -147,15 +149,15 @@ impl EventDispatcher {
                 .push((event_type.into().into_owned(), payload));
             return Ok(());
         }
-        let bound = self.bound.get().ok_or(DispatchError::NotSetUp)?;
+        let target = self.target.get().ok_or(DispatchError::NotSetUp)?;
         let event_type = event_type.into();
         if crate::metrics::is_enabled() {
-            crate::metrics::event_dispatched(bound.source, &event_type);
+            crate::metrics::event_dispatched(target.source, &event_type);
         }
-        bound
+        target
             .transport
             .publish(Event {
-                source: Cow::Borrowed(bound.source),
+                source: Cow::Borrowed(target.source),
                 event_type,
                 payload,
                 context: context::current(),

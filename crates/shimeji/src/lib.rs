@@ -55,7 +55,7 @@
 
 #![warn(missing_docs)]
 
-pub mod binding;
+pub mod arguments;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
@@ -125,7 +125,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     //! Used by generated code; not a public API.
-    pub use crate::binding::Binder;
+    pub use crate::arguments::Binder;
     pub use crate::client::CallSite;
     pub use crate::dependency::probe;
     pub use crate::entrypoint::EntrypointId;

@@ -49,17 +49,18 @@ use crate::error::{CallError, RemoteError};
 use crate::payload::Payload;
 use crate::runner::{RunningServices, ServiceRunner};
 use crate::service::Service;
-use crate::transport::{Binding, Event, Request, Serving, Transport, TransportError};
+use crate::transport::{Endpoint, Event, Request, Serving, Transport, TransportError};
 
-/// One running service instance, with access to the service struct.
-pub struct Worker<S> {
+/// One running service instance for a test, with access to the service
+/// struct (its replaced dependencies). [`worker`] starts one.
+pub struct TestInstance<S> {
     running: RunningServices,
     service: Arc<S>,
 }
 
 /// Starts one instance of `service` on its own memory transport, with the
 /// default configuration.
-pub async fn worker<S: Service>(service: S) -> Result<Worker<S>, StartError> {
+pub async fn worker<S: Service>(service: S) -> Result<TestInstance<S>, StartError> {
     worker_with_config(service, Config::new()).await
 }
 
@@ -67,16 +68,16 @@ pub async fn worker<S: Service>(service: S) -> Result<Worker<S>, StartError> {
 pub async fn worker_with_config<S: Service>(
     service: S,
     config: Config,
-) -> Result<Worker<S>, StartError> {
+) -> Result<TestInstance<S>, StartError> {
     let service = Arc::new(service);
     let running = ServiceRunner::with_config(config)
         .service_arc(service.clone())
         .start()
         .await?;
-    Ok(Worker { running, service })
+    Ok(TestInstance { running, service })
 }
 
-impl<S: Service> Worker<S> {
+impl<S: Service> TestInstance<S> {
     /// The service struct, to look at its (test) dependencies.
     pub fn service(&self) -> &S {
         &self.service
@@ -137,7 +138,7 @@ impl Transport for StubTransport {
         Box::pin(async { Ok(()) })
     }
 
-    fn serve(&self, _binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>> {
+    fn serve(&self, _binding: Endpoint) -> BoxFuture<'_, Result<Serving, TransportError>> {
         Box::pin(async {
             Err(TransportError::Other(
                 "a stub client's transport cannot serve services".into(),

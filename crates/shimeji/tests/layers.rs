@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! layer 0  vocabulary      error  entrypoint  trace  metrics  sync
-//! layer 1                  payload  binding  context
+//! layer 1                  payload  arguments  context
 //! layer 2                  config
 //! layer 3  core            transport
 //! layer 4                  dependency
@@ -28,7 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("sync", 0),
     ("payload", 1),
-    ("binding", 1),
+    ("arguments", 1),
     ("context", 1),
     ("config", 2),
     ("transport", 3),

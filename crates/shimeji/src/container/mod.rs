@@ -25,7 +25,7 @@ use observe::RunObserver;
 
 use crate::dependency::{DependencyError, SetupContext};
 use crate::service::Service;
-use crate::transport::{Binding, Serving, Transport, TransportError};
+use crate::transport::{Endpoint, Serving, Transport, TransportError};
 
 /// Why a service instance failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +158,7 @@ impl<S: Service> Container<S> {
         for dep in self.service.dependencies() {
             dep.start().await.map_err(dependency_error)?;
         }
-        let binding = Binding {
+        let endpoint = Endpoint {
             service: S::NAME,
             instance_id: self.instance_id.clone(),
             max_workers: self.settings.max_workers,
@@ -167,7 +167,7 @@ impl<S: Service> Container<S> {
             handler: self.clone(),
         };
         let serving = transport
-            .serve(binding)
+            .serve(endpoint)
             .await
             .map_err(|source| StartError::Transport {
                 service: S::NAME,

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    event_queue_name, Binding, Event, HandlerError, Request, ServiceHandler, Serving, Transport,
+    event_queue_name, Endpoint, Event, HandlerError, Request, ServiceHandler, Serving, Transport,
     TransportError,
 };
 use crate::entrypoint::EventHandlerSpec;
@@ -185,11 +185,11 @@ impl Broker {
         self.rpc.store(Arc::new(routes));
     }
 
-    fn subscribe(self: &Arc<Self>, binding: &Binding) -> Result<(), TransportError> {
+    fn subscribe(self: &Arc<Self>, endpoint: &Endpoint) -> Result<(), TransportError> {
         let mut events = lock(&self.events);
         // Check every declaration before changing anything.
-        for spec in binding.event_handlers {
-            let name = event_queue_name(binding.service, spec, &binding.instance_id);
+        for spec in endpoint.event_handlers {
+            let name = event_queue_name(endpoint.service, spec, &endpoint.instance_id);
             let auto_delete = spec.queue_auto_delete();
             if let Some(q) = events.queues.get(&name) {
                 if q.auto_delete != auto_delete {
@@ -197,15 +197,15 @@ impl Broker {
                         queue: name,
                         message: format!(
                             "declared with reliable_delivery = {}, now asked with reliable_delivery = {} by {}.{}",
-                            !q.auto_delete, spec.reliable_delivery, binding.service, spec.method
+                            !q.auto_delete, spec.reliable_delivery, endpoint.service, spec.method
                         ),
                     });
                 }
             }
         }
         let mut to_deliver = Vec::new();
-        for spec in binding.event_handlers {
-            let name = event_queue_name(binding.service, spec, &binding.instance_id);
+        for spec in endpoint.event_handlers {
+            let name = event_queue_name(endpoint.service, spec, &endpoint.instance_id);
             let queue = events
                 .queues
                 .entry(name.clone())
@@ -219,9 +219,9 @@ impl Broker {
                 });
             queue.consumers.push(EventConsumer {
                 queue: name.into(),
-                instance_id: binding.instance_id.clone(),
+                instance_id: endpoint.instance_id.clone(),
                 spec,
-                handler: binding.handler.clone(),
+                handler: endpoint.handler.clone(),
             });
             while let Some(event) = queue.backlog.pop_front() {
                 to_deliver.push((queue.pick(), event));
@@ -302,19 +302,19 @@ impl Transport for MemoryTransport {
         Box::pin(async { Ok(()) })
     }
 
-    fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>> {
+    fn serve(&self, endpoint: Endpoint) -> BoxFuture<'_, Result<Serving, TransportError>> {
         Box::pin(async move {
-            self.broker.subscribe(&binding)?;
-            if binding.has_rpc {
+            self.broker.subscribe(&endpoint)?;
+            if endpoint.has_rpc {
                 self.broker.add_rpc(
-                    binding.service,
-                    &binding.instance_id,
-                    binding.handler.clone(),
+                    endpoint.service,
+                    &endpoint.instance_id,
+                    endpoint.handler.clone(),
                 );
             }
             let broker = self.broker.clone();
-            let service = binding.service;
-            let instance_id = binding.instance_id;
+            let service = endpoint.service;
+            let instance_id = endpoint.instance_id;
             Ok(Serving::new(move || {
                 Box::pin(async move {
                     broker.remove_rpc(service, &instance_id);

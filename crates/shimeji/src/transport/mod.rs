@@ -111,7 +111,7 @@ pub trait ServiceHandler: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Payload, HandlerError>>;
 
     /// Runs event handler `handler` (one of the instance's
-    /// [`Binding::event_handlers`]) for an event dispatched by `caller`.
+    /// [`Endpoint::event_handlers`]) for an event dispatched by `caller`.
     fn handle_event(
         &self,
         handler: &'static EventHandlerSpec,
@@ -120,9 +120,11 @@ pub trait ServiceHandler: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), HandlerError>>;
 }
 
-/// A service instance to serve: its RPC queue and its event handlers.
+/// What a transport serves for one service instance: where its work
+/// arrives (its RPC queue and its event handlers' queues) and where the
+/// transport hands that work ([`ServiceHandler`]).
 #[derive(Clone)]
-pub struct Binding {
+pub struct Endpoint {
     /// The service's name.
     pub service: &'static str,
     /// Unique id of this instance (also the broadcast queue identifier).
@@ -199,7 +201,7 @@ pub trait Transport: Send + Sync + 'static {
     fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), TransportError>>;
 
     /// Starts consuming for a service instance.
-    fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>>;
+    fn serve(&self, endpoint: Endpoint) -> BoxFuture<'_, Result<Serving, TransportError>>;
 }
 
 /// The name of the queue an event handler consumes from, as Nameko names it.

@@ -2,7 +2,7 @@
 //! handling each delivery until it is settled (acked, requeued or rejected).
 //!
 //! In the flow: [`AmqpTransport::serve`](super::AmqpTransport) makes a
-//! [`Served`] and calls [`consume`], which declares the instance's RPC queue
+//! [`ServedEndpoint`] and calls [`consume`], which declares the instance's RPC queue
 //! and event queues on a channel of its own (`session`'s supervisor calls it
 //! again after a reconnect) and starts one [`QueueConsumer`] per queue. Each
 //! delivery is handled in a task of its own:
@@ -18,7 +18,7 @@
 //!
 //! Acks go through the channel's `acks::Acker`, which batches them. A
 //! delivery the service refuses because it is stopping is requeued for
-//! another instance (the two `HandlerError::Stopping` arms below). [`Served`]
+//! another instance (the two `HandlerError::Stopping` arms below). [`ServedEndpoint`]
 //! counts the deliveries not settled yet, so that stopping can wait for
 //! them.
 
@@ -34,17 +34,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::replies::{UnconfirmedReplies, MAX_REPLY_ATTEMPTS};
 
-use super::session::{Inner, Session};
+use super::session::{Session, TransportState};
 use super::{acks, lock, wire};
 use crate::entrypoint::{EventHandlerSpec, HandlerType};
 use crate::error::RemoteError;
 use crate::payload::Payload;
-use crate::transport::{event_queue_name, Binding, HandlerError, TransportError};
+use crate::transport::{event_queue_name, Endpoint, HandlerError, TransportError};
 
 /// A service instance served on the broker, re-served after a reconnect.
-pub(super) struct Served {
+pub(super) struct ServedEndpoint {
     /// The instance: its service, handler, queues and `max_workers`.
-    pub(super) binding: Binding,
+    pub(super) endpoint: Endpoint,
     /// The channel its consumers run on, on the current connection, and
     /// their consumer tags.
     channel: Mutex<Option<(Channel, Vec<String>)>>,
@@ -60,11 +60,11 @@ pub(super) struct Served {
     unconfirmed: UnconfirmedReplies,
 }
 
-impl Served {
-    /// `binding`, not consumed yet.
-    pub(super) fn new(binding: Binding) -> Self {
-        Served {
-            binding,
+impl ServedEndpoint {
+    /// `endpoint`, not consumed yet.
+    pub(super) fn new(endpoint: Endpoint) -> Self {
+        ServedEndpoint {
+            endpoint,
             channel: Mutex::new(None),
             acker: Mutex::new(None),
             stopped: CancellationToken::new(),
@@ -76,7 +76,7 @@ impl Served {
 
     /// Stops taking deliveries: forgets the instance (no re-serving after a
     /// reconnect) and cancels its consumers. Deliveries taken go on.
-    pub(super) async fn stop(self: &Arc<Self>, inner: &Inner) {
+    pub(super) async fn stop(self: &Arc<Self>, inner: &TransportState) {
         self.stopped.cancel();
         lock(&inner.served).retain(|s| !Arc::ptr_eq(s, self));
         let current = lock(&self.channel).clone();
@@ -111,16 +111,16 @@ impl Served {
 }
 
 /// Counts a delivery as unsettled while it lives.
-struct Unsettled<'a>(&'a Served);
+struct DeliveryInProgress<'a>(&'a ServedEndpoint);
 
-impl<'a> Unsettled<'a> {
-    fn new(served: &'a Served) -> Self {
+impl<'a> DeliveryInProgress<'a> {
+    fn new(served: &'a ServedEndpoint) -> Self {
         served.unsettled.fetch_add(1, Ordering::AcqRel);
-        Unsettled(served)
+        DeliveryInProgress(served)
     }
 }
 
-impl Drop for Unsettled<'_> {
+impl Drop for DeliveryInProgress<'_> {
     fn drop(&mut self) {
         if self.0.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.settled.notify_waiters();
@@ -151,17 +151,17 @@ pub(super) fn serve_error(service: &str, error: amqprs::error::Error) -> Transpo
 /// and a queue per event handler, bound to its source's events exchange.
 /// The prefetch is `max_workers`; each queue gets a [`QueueConsumer`].
 pub(super) async fn consume(
-    inner: &Arc<Inner>,
+    inner: &Arc<TransportState>,
     session: &Session,
-    served: &Arc<Served>,
+    served: &Arc<ServedEndpoint>,
 ) -> Result<(), amqprs::error::Error> {
-    let binding = &served.binding;
+    let endpoint = &served.endpoint;
     let channel = session.connection.open_channel(None).await?;
     let rpc_exchange = &inner.settings.rpc_exchange;
-    let prefetch = u16::try_from(binding.max_workers).unwrap_or(u16::MAX);
+    let prefetch = u16::try_from(endpoint.max_workers).unwrap_or(u16::MAX);
     let mut queues: Vec<(String, Option<&'static EventHandlerSpec>)> = Vec::new();
-    if binding.has_rpc {
-        let queue = wire::rpc_queue(binding.service);
+    if endpoint.has_rpc {
+        let queue = wire::rpc_queue(endpoint.service);
         channel
             .exchange_declare(
                 ExchangeDeclareArguments::new(rpc_exchange, "topic")
@@ -176,14 +176,14 @@ pub(super) async fn consume(
             .queue_bind(QueueBindArguments::new(
                 &queue,
                 rpc_exchange,
-                &wire::rpc_binding_key(binding.service),
+                &wire::rpc_binding_key(endpoint.service),
             ))
             .await?;
         queues.push((queue, None));
     }
-    for spec in binding.event_handlers {
+    for spec in endpoint.event_handlers {
         let exchange = wire::events_exchange(spec.source);
-        let queue = event_queue_name(binding.service, spec, &binding.instance_id);
+        let queue = event_queue_name(endpoint.service, spec, &endpoint.instance_id);
         let broadcast = spec.handler_type == HandlerType::Broadcast;
         channel
             .exchange_declare(
@@ -254,11 +254,11 @@ struct Reply<'a> {
 /// Takes deliveries off one queue and hands each to the service.
 struct QueueConsumer {
     /// Weak: a delivery in flight does not keep the transport alive.
-    inner: Weak<Inner>,
+    inner: Weak<TransportState>,
     /// The acks of the channel the queue is consumed on.
     acker: Arc<acks::Acker>,
     /// The instance the deliveries are for.
-    served: Arc<Served>,
+    served: Arc<ServedEndpoint>,
     /// `Some(method)` for an event queue, `None` for the RPC queue.
     event_handler: Option<&'static EventHandlerSpec>,
 }
@@ -288,7 +288,7 @@ impl QueueConsumer {
         let Some(deliver) = deliver else {
             return;
         };
-        let _unsettled = Unsettled::new(&self.served);
+        let _unsettled = DeliveryInProgress::new(&self.served);
         let tag = deliver.delivery_tag();
         let Some(props) = basic_properties else {
             // Every tag must be settled, or the acks after it stop.
@@ -322,7 +322,7 @@ impl QueueConsumer {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        let service = self.served.binding.service;
+        let service = self.served.endpoint.service;
         let max = inner.settings.max_message_size;
         let (reply_to, correlation_id, result) = match wire::parse_request(
             routing_key,
@@ -334,7 +334,7 @@ impl QueueConsumer {
             Ok(incoming) => {
                 let result = self
                     .served
-                    .binding
+                    .endpoint
                     .handler
                     .handle_rpc(
                         &incoming.method,
@@ -380,14 +380,14 @@ impl QueueConsumer {
     /// the broker's answer: acked once the reply is confirmed; requeued when
     /// it is not, until [`MAX_REPLY_ATTEMPTS`], then rejected; left unacked
     /// while disconnected (the broker hands it out again).
-    async fn reply(&self, inner: &Inner, routing_key: &str, tag: u64, reply: Reply<'_>) {
-        let service = self.served.binding.service;
+    async fn reply(&self, inner: &TransportState, routing_key: &str, tag: u64, reply: Reply<'_>) {
+        let service = self.served.endpoint.service;
         let Reply {
             to: reply_to,
             correlation_id,
             result,
         } = reply;
-        // The request's name in `Served::unconfirmed`, built only when needed.
+        // The request's name in `ServedEndpoint::unconfirmed`, built only when needed.
         let key = || format!("{reply_to}/{}", correlation_id.unwrap_or_default());
         let props = wire::properties_with_mode(
             wire::delivery_mode(inner.settings.persistent_replies),
@@ -458,7 +458,7 @@ impl QueueConsumer {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        let service = self.served.binding.service;
+        let service = self.served.endpoint.service;
         let method = handler.method;
         if body.size > inner.settings.max_message_size as u64 {
             tracing::warn!(
@@ -490,7 +490,7 @@ impl QueueConsumer {
         let context = wire::context_from_headers(props.headers());
         match self
             .served
-            .binding
+            .endpoint
             .handler
             .handle_event(handler, payload, Some(context))
             .await

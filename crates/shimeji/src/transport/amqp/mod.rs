@@ -77,7 +77,7 @@ use futures::future::BoxFuture;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Binding, Event, Request, Serving, Transport, TransportError};
+use super::{Endpoint, Event, Request, Serving, Transport, TransportError};
 use crate::error::CallError;
 use crate::payload::Payload;
 
@@ -94,13 +94,13 @@ pub use session::ConnectError;
 pub use settings::{AmqpSettings, AmqpSsl, DEFAULT_MAX_MESSAGE_SIZE};
 
 use crate::sync::lock;
-use consumer::Served;
-use session::{Inner, Session};
+use consumer::ServedEndpoint;
+use session::{Session, TransportState};
 
 /// The RabbitMQ transport. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct AmqpTransport {
-    inner: Arc<Inner>,
+    inner: Arc<TransportState>,
 }
 
 impl AmqpTransport {
@@ -108,7 +108,7 @@ impl AmqpTransport {
     /// (`rabbitmqctl list_connections client_properties`) and the reply queue.
     /// After a connection loss the transport reconnects by itself.
     pub async fn connect(settings: AmqpSettings, name: &str) -> Result<Self, ConnectError> {
-        let inner = Arc::new(Inner::new(settings, name));
+        let inner = Arc::new(TransportState::new(settings, name));
         let first = Session::open(&inner).await?;
         inner.session.send_replace(Some(first.clone()));
         tokio::spawn(session::supervise(Arc::downgrade(&inner), first));
@@ -205,13 +205,13 @@ impl Transport for AmqpTransport {
         })
     }
 
-    fn serve(&self, binding: Binding) -> BoxFuture<'_, Result<Serving, TransportError>> {
+    fn serve(&self, endpoint: Endpoint) -> BoxFuture<'_, Result<Serving, TransportError>> {
         Box::pin(async move {
-            let served = Arc::new(Served::new(binding));
+            let served = Arc::new(ServedEndpoint::new(endpoint));
             let session = self.inner.session().await;
             consumer::consume(&self.inner, &session, &served)
                 .await
-                .map_err(|e| consumer::serve_error(served.binding.service, e))?;
+                .map_err(|e| consumer::serve_error(served.endpoint.service, e))?;
             lock(&self.inner.served).push(served.clone());
             let inner = self.inner.clone();
             let settling = served.clone();

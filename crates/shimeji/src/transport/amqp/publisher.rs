@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::oneshot;
 
-use super::session::Inner;
+use super::session::TransportState;
 use super::{lock, wire};
 use crate::error::CallError;
 
@@ -59,7 +59,7 @@ pub(super) struct ConfirmLane {
 impl ConfirmLane {
     async fn open(
         connection: &Connection,
-        inner: &Arc<Inner>,
+        inner: &Arc<TransportState>,
     ) -> Result<Self, amqprs::error::Error> {
         let channel = connection.open_channel(None).await?;
         let confirms = Confirms::default();
@@ -112,7 +112,7 @@ impl Publisher {
     /// the RPC exchange.
     pub(super) async fn open(
         connection: &Connection,
-        inner: &Arc<Inner>,
+        inner: &Arc<TransportState>,
     ) -> Result<Self, amqprs::error::Error> {
         let mut lanes = Vec::with_capacity(CONFIRM_LANES);
         for _ in 0..CONFIRM_LANES {
@@ -175,7 +175,7 @@ impl Publisher {
 /// Hears a publishing channel's confirms and returned requests.
 struct PublisherWatch {
     confirms: Confirms,
-    inner: Weak<Inner>,
+    inner: Weak<TransportState>,
 }
 
 impl PublisherWatch {

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-use super::session::{Inner, Session};
+use super::session::{Session, TransportState};
 use super::{lock, wire};
 use crate::error::CallError;
 
@@ -75,7 +75,7 @@ impl Drop for PendingGuard<'_> {
 
 /// Declares the reply queue and consumes it, routing replies to their calls.
 pub(super) async fn start_reply_consumer(
-    inner: &Arc<Inner>,
+    inner: &Arc<TransportState>,
     session: &Session,
 ) -> Result<(), amqprs::error::Error> {
     let channel = session.connection.open_channel(None).await?;

@@ -1,12 +1,12 @@
 //! The connection to the broker and the state the transport keeps across
-//! connections ([`Inner`]): a [`Session`] is one connection with its
+//! connections ([`TransportState`]): a [`Session`] is one connection with its
 //! publisher channels and its reply consumer; [`supervise`] watches it and,
 //! when it is lost, opens a new one with backoff and serves every instance
 //! again on it.
 //!
 //! In the flow: [`AmqpTransport::connect`](super::AmqpTransport) opens the
 //! first session and hands it to the supervisor. The current session is in
-//! `Inner::session` (a watch channel): calls and events wait there for one
+//! `TransportState::session` (a watch channel): calls and events wait there for one
 //! while disconnected; a reply to publish finds none, and its request stays
 //! unacked for the broker to hand out again. When the connection is lost,
 //! the supervisor clears it, fails the publishes waiting for a confirm
@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::consumer::{self, Served};
+use super::consumer::{self, ServedEndpoint};
 use super::publisher::Publisher;
 use super::replies::{self, PendingCalls};
 use super::{lock, wire, AmqpSettings};
@@ -47,14 +47,14 @@ pub struct ConnectError {
 /// The transport's shared state: what every clone of
 /// [`AmqpTransport`](super::AmqpTransport) and every task of the transport
 /// reach. Tasks hold it weakly: the transport ends with its last clone.
-pub(super) struct Inner {
+pub(super) struct TransportState {
     pub(super) settings: AmqpSettings,
     /// Labels the connection (`shimeji NAME (pid N)`).
     name: String,
     /// The current session; `None` while disconnected.
     pub(super) session: watch::Sender<Option<Arc<Session>>>,
     /// The instances served, served again after a reconnect.
-    pub(super) served: Mutex<Vec<Arc<Served>>>,
+    pub(super) served: Mutex<Vec<Arc<ServedEndpoint>>>,
     /// The calls waiting for their reply.
     pub(super) pending: PendingCalls,
     /// The routing key of this transport's replies, a fresh UUID.
@@ -70,12 +70,12 @@ pub(super) struct Inner {
     runtime: tokio::runtime::Handle,
 }
 
-impl Inner {
+impl TransportState {
     /// The state of a transport named `name`, not connected yet.
     pub(super) fn new(settings: AmqpSettings, name: &str) -> Self {
         let reply_key = uuid::Uuid::new_v4().to_string();
         let owner = name.split([' ', ',']).next().unwrap_or("shimeji");
-        Inner {
+        TransportState {
             reply_queue: wire::reply_queue(owner, &reply_key),
             reply_key,
             name: name.to_string(),
@@ -104,7 +104,7 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
+impl Drop for TransportState {
     fn drop(&mut self) {
         self.shutdown.cancel();
         // amqprs closes a dropped channel from a task it spawns: when the
@@ -132,7 +132,7 @@ pub(super) struct Session {
 
 impl Session {
     /// Opens a connection, its publisher channels and its reply consumer.
-    pub(super) async fn open(inner: &Arc<Inner>) -> Result<Arc<Session>, ConnectError> {
+    pub(super) async fn open(inner: &Arc<TransportState>) -> Result<Arc<Session>, ConnectError> {
         let settings = &inner.settings;
         let fail = |message: String| ConnectError {
             uri: redact_uri(&settings.uri),
@@ -207,7 +207,7 @@ impl Session {
 
 /// Watches the connection; reconnects with backoff when it is lost (100 ms,
 /// doubling up to 5 s), until the transport closes or is dropped.
-pub(super) async fn supervise(inner: Weak<Inner>, mut session: Arc<Session>) {
+pub(super) async fn supervise(inner: Weak<TransportState>, mut session: Arc<Session>) {
     loop {
         let Some(shutdown) = inner.upgrade().map(|i| i.shutdown.clone()) else {
             return;
@@ -244,7 +244,7 @@ pub(super) async fn supervise(inner: Weak<Inner>, mut session: Arc<Session>) {
                     let mut ok = true;
                     for s2 in served.iter().filter(|s| !s.stopped.is_cancelled()) {
                         if let Err(error) = consumer::consume(&strong, &s, s2).await {
-                            tracing::warn!(service = s2.binding.service, %error, "cannot serve after reconnect");
+                            tracing::warn!(service = s2.endpoint.service, %error, "cannot serve after reconnect");
                             ok = false;
                             break;
                         }

@@ -1,4 +1,4 @@
-//! Binding a request's `args` and `kwargs` to a method's parameters.
+//! Arguments: binding a request's `args` and `kwargs` to a method's parameters.
 //!
 //! Each parameter can arrive positionally or by name, as in Nameko. A
 //! missing, extra or mistyped argument gives `IncorrectSignature` with a
@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use serde_json::json;
-//! use shimeji::binding::Binder;
+//! use shimeji::arguments::Binder;
 //!
 //! let body = json!({"args": [1], "kwargs": {"b": 2}});
 //! let mut binder = Binder::new("add", &["a", "b"], body).unwrap();
