@@ -119,9 +119,7 @@ impl ServiceRunner {
                 #[allow(unused_mut)]
                 let mut setup = SetupContext::new(S::NAME, rt.transport.clone(), rt.config.clone());
                 #[cfg(feature = "http")]
-                {
-                    setup.hub = rt.hub.clone();
-                }
+                setup.insert(rt.hub.clone());
                 let serving: Serving = container.start(&setup, &rt.transport).await?;
                 #[cfg(feature = "http")]
                 {

@@ -191,7 +191,9 @@ impl WebSocketHub {
 
 impl Dependency for WebSocketHub {
     fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
-        let _ = self.hub.set(ctx.hub.clone());
+        // Outside a runner (a setup context made by hand) the hub has no sockets.
+        let hub = ctx.get::<Arc<Hub>>().cloned().unwrap_or_default();
+        let _ = self.hub.set(hub);
         Box::pin(async { Ok(()) })
     }
 }
