@@ -131,6 +131,12 @@ impl SetupContext {
         }
     }
 
+    /// This context, carrying `extensions` instead of its own.
+    pub(crate) fn with_extensions(mut self, extensions: Extensions) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
     /// The name of the service the dependency belongs to.
     pub fn service(&self) -> &'static str {
         self.service

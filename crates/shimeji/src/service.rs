@@ -83,6 +83,19 @@ pub trait Service: Send + Sync + 'static {
         async move { crate::http::not_found(Self::entrypoint_name(id)) }
     }
 
+    /// Plugs what only this service's type knows into the runner's
+    /// extensions, once an instance started: its HTTP routes into the web
+    /// server. Generated code; not a public API.
+    #[doc(hidden)]
+    fn plug_in(plug_ins: &mut crate::runner::PlugIns<'_, Self>)
+    where
+        Self: Sized,
+    {
+        #[cfg(feature = "http")]
+        crate::http::handler::plug_in(plug_ins);
+        let _ = plug_ins;
+    }
+
     /// The error types entrypoint `entrypoint` declares (its error type's
     /// [`Exception::declared_types`](crate::Exception::declared_types)):
     /// the outcome labels its failures get in metrics.

@@ -71,8 +71,21 @@ pub enum StartError {
     /// The transport could not reach its broker.
     #[error("{0}")]
     Connect(String),
-    /// The configuration asks for something this build cannot do, or the
-    /// web server cannot listen.
+    /// A server the runner starts (the web server, the operations server)
+    /// cannot listen on its address: it is taken, or not one of this host's.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address, as configured (`0.0.0.0:8000`).
+        address: String,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The services' routes cannot be served together: two declare the
+    /// same route, or a path is not valid.
+    #[error("{0}")]
+    Routes(String),
+    /// The configuration asks for something this build cannot do.
     #[error("{0}")]
     Unsupported(String),
 }

@@ -53,13 +53,12 @@ use serde_json::json;
 
 use crate::error::Exception;
 
+pub(crate) mod handler;
 mod hub;
+mod listener;
 pub(crate) mod ops;
 pub(crate) mod server;
-
-pub(crate) mod hub_registry {
-    pub(crate) use super::hub::Hub;
-}
+mod socket;
 
 pub use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
 pub use axum::http::{HeaderMap, HeaderValue, Method};
