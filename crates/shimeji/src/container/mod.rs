@@ -308,7 +308,7 @@ impl<S: Service> Container<S> {
     }
 
     /// Runs one worker: permit, context, per-call hooks, panic guard.
-    async fn run<'a, T, F>(
+    pub(crate) async fn run<'a, T, F>(
         &'a self,
         id: EntrypointId,
         caller: Option<WorkerContext>,
@@ -463,45 +463,5 @@ impl<S: Service> ServiceHandler for Container<S> {
     ) -> BoxFuture<'_, Result<(), HandlerError>> {
         let id = handler.id;
         Box::pin(self.run(id, caller, move |svc| svc.dispatch_event(id, payload)))
-    }
-}
-
-#[cfg(feature = "http")]
-impl<S: Service> crate::http::server::HttpHandler for Container<S> {
-    fn handle(
-        &self,
-        id: EntrypointId,
-        request: crate::http::Request,
-    ) -> BoxFuture<'_, crate::http::Response> {
-        use axum::http::StatusCode;
-        Box::pin(async move {
-            let (caller, request_id) = crate::http::edge_context(request.headers());
-            let ran = self
-                .run(id, Some(caller), move |svc| async move {
-                    Ok(svc.dispatch_http(id, request).await)
-                })
-                .await;
-            let mut response = match ran {
-                Ok(response) => response,
-                Err(HandlerError::Stopping) => crate::http::error_body(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    "the service is stopping",
-                ),
-                Err(HandlerError::Failed(e)) => {
-                    let name = S::entrypoint_name(id);
-                    tracing::error!(service = S::NAME, entrypoint = name, error = %e, "HTTP entrypoint failed");
-                    crate::http::error_body(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "InternalServerError",
-                        "internal server error",
-                    )
-                }
-            };
-            response
-                .headers_mut()
-                .insert(crate::http::REQUEST_ID_HEADER, request_id);
-            response
-        })
     }
 }

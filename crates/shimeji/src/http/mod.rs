@@ -63,6 +63,9 @@ mod socket;
 pub use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
 pub use axum::http::{HeaderMap, HeaderValue, Method};
 pub use axum::response::{IntoResponse, Response};
+#[doc(hidden)]
+pub use handler::plug_in as __plug_in;
+pub use handler::HttpService;
 pub use hub::WebSocketHub;
 
 /// Status codes, re-exported from `http`.

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use std::any::Any;
 use std::sync::Arc;
 
-pub(crate) use super::handler::HttpHandler;
+use super::handler::HttpHandler;
 use super::hub::Hub;
 use super::listener::Listening;
 use super::socket::{upgrade, WsState};
