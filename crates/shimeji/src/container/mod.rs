@@ -131,7 +131,7 @@ pub(crate) struct Container<S: Service> {
     metrics: Vec<Arc<crate::metrics::EntrypointMetrics>>,
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {

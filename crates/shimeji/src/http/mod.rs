@@ -54,6 +54,7 @@ use serde_json::json;
 use crate::error::Exception;
 
 pub(crate) mod handler;
+mod hooks;
 mod hub;
 mod listener;
 pub(crate) mod ops;
@@ -66,6 +67,7 @@ pub use axum::response::{IntoResponse, Response};
 #[doc(hidden)]
 pub use handler::plug_in as __plug_in;
 pub use handler::HttpService;
+pub use hooks::{HookError, SocketInfo};
 pub use hub::WebSocketHub;
 
 /// Status codes, re-exported from `http`.

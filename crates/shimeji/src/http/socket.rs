@@ -96,7 +96,6 @@ async fn run_socket(socket: WebSocket, state: Arc<WsState>) {
     // Cancelled when the send queue overflows.
     let overflow = CancellationToken::new();
     let outbox = Outbox::new(tx, overflow.clone());
-    state.hub.register(&socket_id, outbox.clone());
     let (mut sink, mut stream) = socket.split();
     let stop_writing = CancellationToken::new();
     let writer = tokio::spawn({
@@ -121,6 +120,8 @@ async fn run_socket(socket: WebSocket, state: Arc<WsState>) {
         }
     });
     outbox.push(event_frame("connected", json!({ "socket_id": socket_id })));
+    // Open to pushes from here on, the `connected` event first.
+    let connect_hooks = state.hub.connected(&socket_id, outbox.clone());
     let max_in_flight = state.limits.max_in_flight;
     let mut running: JoinSet<String> = JoinSet::new();
     let reason = loop {
@@ -160,7 +161,7 @@ async fn run_socket(socket: WebSocket, state: Arc<WsState>) {
             }
         }
     };
-    state.hub.unregister(&socket_id);
+    state.hub.disconnected(&socket_id, connect_hooks);
     // Requests still running finish; their replies have nowhere to go.
     running.detach_all();
     stop_writing.cancel();
