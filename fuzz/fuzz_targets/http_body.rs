@@ -18,7 +18,7 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shimeji::http::{Json, Query, Request, Response};
+use shimeji::http::{HttpService, Json, Query, Request, Response};
 use shimeji::prelude::*;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,7 +109,8 @@ fn send(
     // A request line or header the HTTP layer would never let through.
     let request = builder.body(Body::from(body)).ok()?;
     let rt = runtime();
-    let response: Response = rt.block_on(Shop.dispatch_http(name, request));
+    let id = Shop::HTTP_ROUTES.iter().find(|r| r.name == name)?.id;
+    let response: Response = rt.block_on(Shop.dispatch_http(id, request));
     let status = response.status().as_u16();
     let bytes = rt
         .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))

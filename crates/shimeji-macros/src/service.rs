@@ -831,25 +831,35 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             ::shimeji::http::HttpRouteSpec { id: ::shimeji::__private::EntrypointId::new(#id16), method: #verb, path: #path, name: #method_name }
         });
     }
-    let http_items = if http_specs.is_empty() {
-        quote!()
+    // HTTP routes: listed in `Service`, served through `HttpService`, and
+    // plugged into the runner's web server by `Service::plug_in`.
+    let (http_items, http_impl) = if http_specs.is_empty() {
+        (quote!(), quote!())
     } else {
-        quote! {
+        let items = quote! {
             const HTTP_ROUTES: &'static [::shimeji::http::HttpRouteSpec] = &[#(#http_specs),*];
 
-            fn dispatch_http(
-                &self,
-                __id: ::shimeji::__private::EntrypointId,
-                __req: ::shimeji::http::Request,
-            ) -> impl ::core::future::Future<Output = ::shimeji::http::Response> + ::core::marker::Send + '_ {
-                async move {
-                    match __id.index() {
-                        #(#http_arms)*
-                        _ => ::shimeji::http::not_found(<Self as ::shimeji::Service>::entrypoint_name(__id)),
+            fn plug_in(__plug_ins: &mut ::shimeji::__private::PlugIns<'_, Self>) {
+                ::shimeji::http::__plug_in(__plug_ins)
+            }
+        };
+        let service_impl = quote! {
+            impl ::shimeji::http::HttpService for #self_ty {
+                fn dispatch_http(
+                    &self,
+                    __id: ::shimeji::__private::EntrypointId,
+                    __req: ::shimeji::http::Request,
+                ) -> impl ::core::future::Future<Output = ::shimeji::http::Response> + ::core::marker::Send + '_ {
+                    async move {
+                        match __id.index() {
+                            #(#http_arms)*
+                            _ => ::shimeji::http::not_found(<Self as ::shimeji::Service>::entrypoint_name(__id)),
+                        }
                     }
                 }
             }
-        }
+        };
+        (items, service_impl)
     };
     // The error types of every entrypoint whose result is a `Result`
     // (HTTP entrypoints answer their errors themselves: not counted).
@@ -874,6 +884,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         #block
 
         #(#arg_structs)*
+
+        #http_impl
 
         impl ::shimeji::Service for #self_ty {
             const NAME: &'static str = #service_name;

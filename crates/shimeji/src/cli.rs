@@ -464,7 +464,10 @@ mod tests {
             "cannot connect to amqp://u:***@h/: refused".into(),
         ));
         assert_eq!(connect.code(), EXIT_CONNECT);
-        let other = CliError::from(StartError::Unsupported("address in use".into()));
+        let other = CliError::from(StartError::Listen {
+            address: "0.0.0.0:8000".into(),
+            source: std::io::ErrorKind::AddrInUse.into(),
+        });
         assert_eq!(other.code(), EXIT_FAILURE);
         let config = CliError::from(StartError::Config(ConfigError {
             key: "max_workers".into(),

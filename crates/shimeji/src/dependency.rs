@@ -44,6 +44,8 @@
 //! ```
 
 pub use futures::future::BoxFuture;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -72,13 +74,50 @@ impl DependencyError {
 }
 
 /// What a dependency learns when its service instance is set up.
+///
+/// Besides the service's name, transport and configuration, it carries
+/// typed values that the runner's parts provide to every dependency (a map
+/// keyed by type, like `http::Extensions`): [`insert`](Self::insert) one,
+/// [`get`](Self::get) it back by its type.
+///
+/// ```
+/// use shimeji::prelude::*;
+/// use shimeji::transport::MemoryTransport;
+/// use std::sync::Arc;
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Region(&'static str);
+///
+/// let mut ctx = SetupContext::new("greeter", Arc::new(MemoryTransport::new()), Arc::new(Config::new()));
+/// ctx.insert(Region("eu-west"));
+/// assert_eq!(ctx.get::<Region>(), Some(&Region("eu-west")));
+/// assert_eq!(ctx.get::<String>(), None);
+/// ```
 #[derive(Clone)]
 pub struct SetupContext {
     pub(crate) service: &'static str,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) config: Arc<Config>,
-    #[cfg(feature = "http")]
-    pub(crate) hub: Arc<crate::http::hub_registry::Hub>,
+    extensions: Extensions,
+}
+
+/// Values of any type, at most one per type: what a [`SetupContext`]
+/// carries besides its fixed fields. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Extensions {
+    values: Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Extensions {
+    /// Adds `value`, replacing the value of its type, if any.
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        Arc::make_mut(&mut self.values).insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The value of type `T`, if there is one.
+    pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.values.get(&TypeId::of::<T>())?.downcast_ref()
+    }
 }
 
 impl SetupContext {
@@ -88,9 +127,14 @@ impl SetupContext {
             service,
             transport,
             config,
-            #[cfg(feature = "http")]
-            hub: Arc::default(),
+            extensions: Extensions::default(),
         }
+    }
+
+    /// This context, carrying `extensions` instead of its own.
+    pub(crate) fn with_extensions(mut self, extensions: Extensions) -> Self {
+        self.extensions = extensions;
+        self
     }
 
     /// The name of the service the dependency belongs to.
@@ -106,6 +150,17 @@ impl SetupContext {
     /// The runner's configuration.
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// Adds a value for the dependencies set up with this context to find
+    /// by its type; it replaces the value of that type, if any.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.extensions.insert(value);
+    }
+
+    /// The value of type `T` this context carries, if any.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get()
     }
 }
 

@@ -130,6 +130,7 @@ pub mod __private {
     pub use crate::dependency::probe;
     pub use crate::entrypoint::EntrypointId;
     pub use crate::payload::Payload;
+    pub use crate::runner::PlugIns;
     pub use crate::service::{
         ArgDescription, EventHandlerDescription, EventHandlerSpec, RpcDescription,
         TimerDescription, TimerSpec,

@@ -72,15 +72,16 @@ pub trait Service: Send + Sync + 'static {
             .unwrap_or("unknown")
     }
 
-    /// Runs HTTP entrypoint `id` for a request.
-    #[cfg(feature = "http")]
-    fn dispatch_http(
-        &self,
-        id: EntrypointId,
-        request: crate::http::Request,
-    ) -> impl Future<Output = crate::http::Response> + Send + '_ {
-        let _ = request;
-        async move { crate::http::not_found(Self::entrypoint_name(id)) }
+    /// Plugs what only this service's type knows into the runner's
+    /// extensions, once an instance started: `#[service]` overrides it when
+    /// the service has HTTP routes, to serve them on the web server.
+    /// Generated code; not a public API.
+    #[doc(hidden)]
+    fn plug_in(plug_ins: &mut crate::runner::PlugIns<'_, Self>)
+    where
+        Self: Sized,
+    {
+        let _ = plug_ins;
     }
 
     /// The error types entrypoint `entrypoint` declares (its error type's

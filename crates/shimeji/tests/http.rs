@@ -316,3 +316,62 @@ async fn websocket_rpc_push_and_bad_frames() {
     );
     running.stop().await;
 }
+
+/// A port another socket holds: the runner says which address it could not
+/// listen on, and stops what it started.
+#[tokio::test]
+async fn a_taken_port_is_a_listen_error_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let config = Config::new().set("WEB_SERVER_ADDRESS", address.as_str());
+    let error = match ServiceRunner::with_config(config)
+        .service(Users)
+        .start()
+        .await
+    {
+        Ok(_) => panic!("started on a taken port"),
+        Err(error) => error,
+    };
+    match &error {
+        StartError::Listen {
+            address: at,
+            source,
+        } => {
+            assert_eq!(at, &address);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        other => panic!("not a listen error: {other:?}"),
+    }
+    assert!(error.to_string().contains(&address), "{error}");
+}
+
+#[derive(Default)]
+struct Greeter;
+
+#[service(name = "http_greeter")]
+impl Greeter {
+    #[http(GET, "/hello")]
+    async fn hello(&self) -> String {
+        "Hi!".to_string()
+    }
+}
+
+/// Two services declaring one route: a routes error naming both, and
+/// nothing listens.
+#[tokio::test]
+async fn one_route_in_two_services_is_a_routes_error() {
+    let config = Config::new().set("WEB_SERVER_ADDRESS", "127.0.0.1:0");
+    let started = ServiceRunner::with_config(config)
+        .service(Users)
+        .service(Greeter)
+        .start()
+        .await;
+    match started {
+        Err(StartError::Routes(message)) => {
+            assert!(message.contains("GET /hello"), "{message}");
+            assert!(message.contains("http_greeter.hello"), "{message}");
+        }
+        Err(other) => panic!("not a routes error: {other:?}"),
+        Ok(_) => panic!("started with one route twice"),
+    }
+}

@@ -307,6 +307,30 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample `{series}` in:\n{text}"))
 }
 
+/// `METRICS_ADDRESS` on a port another socket holds: a listen error naming
+/// it, before any service starts.
+#[tokio::test]
+async fn a_taken_metrics_address_is_a_listen_error_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let config = Config::new().set("METRICS_ADDRESS", address.as_str());
+    let started = ServiceRunner::with_config(config)
+        .service(Metered::default())
+        .start()
+        .await;
+    match started {
+        Err(StartError::Listen {
+            address: at,
+            source,
+        }) => {
+            assert_eq!(at, address);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        Err(other) => panic!("not a listen error: {other:?}"),
+        Ok(_) => panic!("started on a taken port"),
+    }
+}
+
 #[tokio::test]
 async fn metrics_are_scraped_from_metrics_address() {
     let config = Config::new()

@@ -18,6 +18,8 @@ mod observe;
 mod timer;
 mod worker;
 
+pub(crate) use worker::panic_message;
+
 use limit::WorkerLimit;
 pub use observe::Finished;
 pub(crate) use observe::Observers;
@@ -55,8 +57,21 @@ pub enum StartError {
     /// The transport could not reach its broker.
     #[error("{0}")]
     Connect(String),
-    /// The configuration asks for something this build cannot do, or the
-    /// web server cannot listen.
+    /// A server the runner starts (the web server, the operations server)
+    /// cannot listen on its address: it is taken, or not one of this host's.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address, as configured (`0.0.0.0:8000`).
+        address: String,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The services' routes cannot be served together: two declare the
+    /// same route, or a path is not valid.
+    #[error("{0}")]
+    Routes(String),
+    /// The configuration asks for something this build cannot do.
     #[error("{0}")]
     Unsupported(String),
 }
@@ -232,45 +247,5 @@ impl<S: Service> crate::metrics::WorkerStats for Container<S> {
         let max = self.settings.max_workers;
         let busy = max.saturating_sub(self.workers.free());
         (busy, max, self.workers.waiting())
-    }
-}
-
-#[cfg(feature = "http")]
-impl<S: Service> crate::http::server::HttpHandler for Container<S> {
-    fn handle(
-        &self,
-        id: crate::entrypoint::EntrypointId,
-        request: crate::http::Request,
-    ) -> futures::future::BoxFuture<'_, crate::http::Response> {
-        use axum::http::StatusCode;
-        Box::pin(async move {
-            let (caller, request_id) = crate::http::edge_context(request.headers());
-            let ran = self
-                .run(id, Some(caller), move |svc| async move {
-                    Ok(svc.dispatch_http(id, request).await)
-                })
-                .await;
-            let mut response = match ran {
-                Ok(response) => response,
-                Err(crate::transport::HandlerError::Stopping) => crate::http::error_body(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    "the service is stopping",
-                ),
-                Err(crate::transport::HandlerError::Failed(e)) => {
-                    let name = S::entrypoint_name(id);
-                    tracing::error!(service = S::NAME, entrypoint = name, error = %e, "HTTP entrypoint failed");
-                    crate::http::error_body(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "InternalServerError",
-                        "internal server error",
-                    )
-                }
-            };
-            response
-                .headers_mut()
-                .insert(crate::http::REQUEST_ID_HEADER, request_id);
-            response
-        })
     }
 }

@@ -53,17 +53,21 @@ use serde_json::json;
 
 use crate::error::Exception;
 
+pub(crate) mod handler;
+mod hooks;
 mod hub;
+mod listener;
 pub(crate) mod ops;
 pub(crate) mod server;
-
-pub(crate) mod hub_registry {
-    pub(crate) use super::hub::Hub;
-}
+mod socket;
 
 pub use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
 pub use axum::http::{HeaderMap, HeaderValue, Method};
 pub use axum::response::{IntoResponse, Response};
+#[doc(hidden)]
+pub use handler::plug_in as __plug_in;
+pub use handler::HttpService;
+pub use hooks::{HookError, SocketInfo};
 pub use hub::WebSocketHub;
 
 /// Status codes, re-exported from `http`.

@@ -1,15 +1,22 @@
 //! The operations server on `METRICS_ADDRESS`: `/metrics`, `/health/live`,
-//! `/health/ready`.
+//! `/health/ready`. It is a runner extension: it listens from before the
+//! services start, so that probes see them start, and stops last.
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::future::BoxFuture;
 use serde_json::json;
-use std::net::SocketAddr;
-use tokio_util::sync::CancellationToken;
+use std::any::Any;
 
+use super::listener::Listening;
+use crate::config::Config;
+use crate::container::StartError;
+use crate::dependency::Extensions;
 use crate::health::Health;
+use crate::runner::extension::RunnerExtension;
+use crate::runner::{RunningServices, Shared};
 
 fn router(health: Health) -> Router {
     let ready = health.clone();
@@ -50,25 +57,66 @@ fn router(health: Health) -> Router {
         })
 }
 
-/// Starts the operations server; it stops when `shutdown` is cancelled.
-pub(crate) async fn serve(
-    address: &str,
-    health: Health,
-    shutdown: CancellationToken,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot listen on METRICS_ADDRESS {address}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(address = %local, "metrics and health checks served");
-    let app = router(health);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "metrics server failed");
-        }
-    });
-    Ok((local, task))
+/// The operations server of a runner whose configuration sets
+/// `METRICS_ADDRESS`.
+pub(crate) struct OpsServer {
+    address: String,
+    listening: Option<Listening>,
+}
+
+impl OpsServer {
+    /// The operations server `config` asks for, if any. Asking for one
+    /// turns metrics on, before the transport connects.
+    pub(crate) fn from_config(config: &Config) -> Option<Self> {
+        let address = config.metrics_address()?;
+        crate::metrics::enable();
+        Some(OpsServer {
+            address,
+            listening: None,
+        })
+    }
+}
+
+impl RunnerExtension for OpsServer {
+    fn open<'a>(
+        &'a mut self,
+        runner: &'a Shared,
+        _values: &'a mut Extensions,
+    ) -> BoxFuture<'a, Result<(), StartError>> {
+        Box::pin(async move {
+            let listening = Listening::serve(
+                "metrics and health checks server",
+                &self.address,
+                router(runner.health.clone()),
+            )
+            .await?;
+            self.listening = Some(listening);
+            Ok(())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(listening) = self.listening.take() {
+                listening.stop().await;
+            }
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl RunningServices {
+    /// The address `/metrics` and `/health/*` are served on, when
+    /// `METRICS_ADDRESS` is set.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        let ops = self.extension::<OpsServer>()?;
+        ops.listening.as_ref().map(Listening::address)
+    }
 }

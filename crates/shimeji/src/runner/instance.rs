@@ -1,0 +1,73 @@
+//! One service instance as the runner sees it: started, then stopped,
+//! whatever its service's type.
+
+use futures::future::BoxFuture;
+use std::sync::Arc;
+
+use super::extension::RunnerExtensions;
+use super::Shared;
+use crate::container::{Container, Settings, StartError};
+use crate::dependency::{Extensions, SetupContext};
+use crate::service::Service;
+use crate::transport::Serving;
+
+/// A service instance waiting to be started.
+pub(super) trait Pending: Send {
+    /// Sets it up on `runner`'s transport with the extensions' `values`,
+    /// starts it, and tells the `extensions`.
+    fn start<'a>(
+        self: Box<Self>,
+        runner: &'a Shared,
+        values: &'a Extensions,
+        extensions: &'a mut RunnerExtensions,
+    ) -> BoxFuture<'a, Result<Box<dyn Started>, StartError>>;
+}
+
+/// A service instance that started.
+pub(super) trait Started: Send {
+    /// Stops it: no new work, drain, stop its dependencies.
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// An instance of service `S`, not started yet.
+pub(super) struct Instance<S>(pub(super) Arc<S>);
+
+impl<S: Service> Pending for Instance<S> {
+    fn start<'a>(
+        self: Box<Self>,
+        runner: &'a Shared,
+        values: &'a Extensions,
+        extensions: &'a mut RunnerExtensions,
+    ) -> BoxFuture<'a, Result<Box<dyn Started>, StartError>> {
+        Box::pin(async move {
+            let container = Container::new(
+                self.0,
+                Settings {
+                    max_workers: runner.config.max_workers(),
+                    parent_calls_tracked: runner.config.parent_calls_tracked(),
+                    drain_timeout: runner.config.drain_timeout(),
+                    observers: runner.observers.clone(),
+                },
+            );
+            let setup = SetupContext::new(S::NAME, runner.transport.clone(), runner.config.clone())
+                .with_extensions(values.clone());
+            let serving = container.start(&setup, &runner.transport).await?;
+            extensions.service_started(&container);
+            let started: Box<dyn Started> = Box::new(Running { container, serving });
+            Ok(started)
+        })
+    }
+}
+
+/// A started instance of service `S`.
+struct Running<S: Service> {
+    container: Arc<Container<S>>,
+    serving: Serving,
+}
+
+impl<S: Service> Started for Running<S> {
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let Running { container, serving } = *self;
+        Box::pin(async move { container.stop(serving).await })
+    }
+}
