@@ -831,20 +831,20 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             ::shimeji::http::HttpRouteSpec { id: ::shimeji::__private::EntrypointId::new(#id16), method: #verb, path: #path, name: #method_name }
         });
     }
-    // HTTP routes: listed in `Service`, served through `HttpService`, and
+    // HTTP routes: listed and served by `HttpService`, and
     // plugged into the runner's web server by `Service::plug_in`.
     let (http_items, http_impl) = if http_specs.is_empty() {
         (quote!(), quote!())
     } else {
         let items = quote! {
-            const HTTP_ROUTES: &'static [::shimeji::http::HttpRouteSpec] = &[#(#http_specs),*];
-
-            fn plug_in(__plug_ins: &mut ::shimeji::__private::PlugIns<'_, Self>) {
-                ::shimeji::http::__plug_in(__plug_ins)
+            fn plug_in(__plug_ins: &mut dyn ::core::any::Any) {
+                ::shimeji::http::__plug_in::<Self>(__plug_ins)
             }
         };
         let service_impl = quote! {
             impl ::shimeji::http::HttpService for #self_ty {
+                const HTTP_ROUTES: &'static [::shimeji::http::HttpRouteSpec] = &[#(#http_specs),*];
+
                 fn dispatch_http(
                     &self,
                     __id: ::shimeji::__private::EntrypointId,

@@ -66,6 +66,7 @@ pub mod dependency;
 pub mod entrypoint;
 pub mod error;
 pub mod events;
+mod extension;
 pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
@@ -130,7 +131,6 @@ pub mod __private {
     pub use crate::dependency::probe;
     pub use crate::entrypoint::EntrypointId;
     pub use crate::payload::Payload;
-    pub use crate::runner::PlugIns;
     pub use crate::service::{
         ArgDescription, EventHandlerDescription, EventHandlerSpec, RpcDescription,
         TimerDescription, TimerSpec,

@@ -56,9 +56,6 @@ pub trait Service: Send + Sync + 'static {
     /// Whether its RPC entrypoints answer on the WebSocket hub
     /// (`#[service(name = "…", websocket)]`).
     const WEBSOCKET_RPC: bool = false;
-    /// Its HTTP entrypoints.
-    #[cfg(feature = "http")]
-    const HTTP_ROUTES: &'static [crate::http::HttpRouteSpec] = &[];
 
     /// The RPC entrypoint called `method`, if there is one: the one name
     /// lookup of a call.
@@ -77,7 +74,7 @@ pub trait Service: Send + Sync + 'static {
     /// the service has HTTP routes, to serve them on the web server.
     /// Generated code; not a public API.
     #[doc(hidden)]
-    fn plug_in(plug_ins: &mut crate::runner::PlugIns<'_, Self>)
+    fn plug_in(plug_ins: &mut dyn std::any::Any)
     where
         Self: Sized,
     {

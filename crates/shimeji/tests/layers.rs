@@ -3,17 +3,18 @@
 //! goes up or sideways, naming the file and the module it reaches.
 //!
 //! ```text
-//! layer 0  vocabulary      error  entrypoint  trace  metrics  sync
-//! layer 1                  payload  arguments  context
+//! layer 0  vocabulary      error  entrypoint  trace  sync
+//! layer 1                  payload  arguments  context  metrics
 //! layer 2                  config
 //! layer 3  core            transport
 //! layer 4                  dependency
 //! layer 5                  service
 //! layer 6  entrypoint      container  client  events  inject  health
 //!          families
-//! layer 7  plug-ins        http  otlp  logging
-//! layer 8  process         runner
-//! layer 9  tools           cli  testing
+//! layer 7  plug-in seam    extension (what a runner shares with its plug-ins)
+//! layer 8  plug-ins        http  otlp  logging
+//! layer 9  process         runner
+//! layer 10 tools           cli  testing
 //! ```
 //!
 //! `lib.rs` re-exports everything and is not checked.
@@ -25,8 +26,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("entrypoint", 0),
     ("trace", 0),
-    ("metrics", 0),
     ("sync", 0),
+    ("metrics", 1),
     ("payload", 1),
     ("arguments", 1),
     ("context", 1),
@@ -39,12 +40,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("events", 6),
     ("inject", 6),
     ("health", 6),
-    ("http", 7),
-    ("otlp", 7),
-    ("logging", 7),
-    ("runner", 8),
-    ("cli", 9),
-    ("testing", 9),
+    ("extension", 7),
+    ("http", 8),
+    ("otlp", 8),
+    ("logging", 8),
+    ("runner", 9),
+    ("cli", 10),
+    ("testing", 10),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -18,6 +18,7 @@ mod observe;
 mod timer;
 mod worker;
 
+#[cfg(feature = "http")]
 pub(crate) use worker::panic_message;
 
 use limit::WorkerLimit;
@@ -132,28 +133,21 @@ impl<S: Service> Container<S> {
     fn entrypoint_metrics() -> Vec<Arc<crate::metrics::EntrypointMetrics>> {
         use crate::metrics::entrypoint;
         let errors = S::declared_errors;
-        let mut all: Vec<_> = S::RPC_METHODS
+        // Indexed by `EntrypointId`: the order of `S::ENTRYPOINTS` (RPC
+        // methods, event handlers, timers, HTTP routes).
+        let events = S::RPC_METHODS.len()..S::RPC_METHODS.len() + S::EVENT_HANDLERS.len();
+        let all = S::ENTRYPOINTS
             .iter()
-            .map(|m| entrypoint(S::NAME, m, None, errors(m)))
+            .enumerate()
+            .map(|(i, name)| {
+                let event = events
+                    .contains(&i)
+                    .then(|| &S::EVENT_HANDLERS[i - events.start])
+                    .map(|h| (h.source, h.event_type));
+                entrypoint(S::NAME, name, event, errors(name))
+            })
             .collect();
-        all.extend(S::EVENT_HANDLERS.iter().map(|h| {
-            let event = Some((h.source, h.event_type));
-            entrypoint(S::NAME, h.method, event, errors(h.method))
-        }));
-        all.extend(
-            S::TIMERS
-                .iter()
-                .map(|t| entrypoint(S::NAME, t.method, None, errors(t.method))),
-        );
-        #[cfg(feature = "http")]
-        all.extend(
-            S::HTTP_ROUTES
-                .iter()
-                .map(|r| entrypoint(S::NAME, r.name, None, &[])),
-        );
         crate::metrics::declare_events(S::NAME, S::describe().events);
-        // Indexed by `EntrypointId`: the same order as `S::ENTRYPOINTS`.
-        debug_assert_eq!(all.len(), S::ENTRYPOINTS.len());
         all
     }
 

@@ -8,17 +8,19 @@ use futures::future::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;
 
-use super::server::WebServer;
 use super::{error_body, Request, Response, REQUEST_ID_HEADER};
 use crate::container::Container;
 use crate::entrypoint::EntrypointId;
-use crate::runner::PlugIns;
+use crate::extension::ServicePlugIns;
 use crate::service::Service;
 use crate::transport::HandlerError;
 
 /// The HTTP side of a service: what `#[service]` generates for a service
 /// with `#[http]` methods. Not meant to be implemented by hand.
 pub trait HttpService: Service {
+    /// Its HTTP entrypoints.
+    const HTTP_ROUTES: &'static [super::HttpRouteSpec];
+
     /// Runs HTTP entrypoint `id` for `request`.
     fn dispatch_http(
         &self,
@@ -68,10 +70,23 @@ impl<S: HttpService> HttpHandler for Container<S> {
 /// Serves the HTTP routes of a service instance that started on its
 /// runner's web server (the first instance of a service serves them).
 /// Called by the `Service::plug_in` that `#[service]` generates.
+/// The routes of a started service instance, as its own type plugs them
+/// in for the web server (see [`ServicePlugIns`]).
+pub(crate) struct WebRoutes {
+    pub(crate) service: &'static str,
+    pub(crate) routes: &'static [super::HttpRouteSpec],
+    pub(crate) handler: Arc<dyn HttpHandler>,
+}
+
+/// `Service::plug_in` of a service with HTTP routes (generated code).
 #[doc(hidden)]
-pub fn plug_in<S: HttpService>(plug_ins: &mut PlugIns<'_, S>) {
-    let handler: Arc<dyn HttpHandler> = plug_ins.container().clone();
-    if let Some(web) = plug_ins.extension_mut::<WebServer>() {
-        web.add_routes(S::NAME, S::HTTP_ROUTES, handler);
+pub fn plug_in<S: HttpService>(plug_ins: &mut dyn std::any::Any) {
+    if let Some(plug_ins) = plug_ins.downcast_mut::<ServicePlugIns<S>>() {
+        let handler: Arc<dyn HttpHandler> = plug_ins.container().clone();
+        plug_ins.add(WebRoutes {
+            service: S::NAME,
+            routes: S::HTTP_ROUTES,
+            handler,
+        });
     }
 }

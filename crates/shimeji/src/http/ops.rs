@@ -14,9 +14,8 @@ use super::listener::Listening;
 use crate::config::Config;
 use crate::container::StartError;
 use crate::dependency::Extensions;
+use crate::extension::{RunnerExtension, Shared};
 use crate::health::Health;
-use crate::runner::extension::RunnerExtension;
-use crate::runner::{RunningServices, Shared};
 
 fn router(health: Health) -> Router {
     let ready = health.clone();
@@ -106,17 +105,11 @@ impl RunnerExtension for OpsServer {
     fn as_any(&self) -> &dyn Any {
         self
     }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
 }
 
-impl RunningServices {
-    /// The address `/metrics` and `/health/*` are served on, when
-    /// `METRICS_ADDRESS` is set.
-    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
-        let ops = self.extension::<OpsServer>()?;
-        ops.listening.as_ref().map(Listening::address)
+impl OpsServer {
+    /// The address it listens on, once started.
+    pub(crate) fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listening.as_ref().map(Listening::address)
     }
 }

@@ -19,8 +19,7 @@ use crate::client::Client;
 use crate::config::{Config, ConfigError};
 use crate::container::StartError;
 use crate::dependency::Extensions;
-use crate::runner::extension::{RunnerExtension, ServiceInfo};
-use crate::runner::{RunningServices, Shared};
+use crate::extension::{RunnerExtension, ServiceInfo, Shared};
 
 /// What bounds the web server: request bodies and WebSockets (see the
 /// [hub's docs](super::WebSocketHub) for the keys).
@@ -177,7 +176,10 @@ impl RunnerExtension for WebServer {
         Box::pin(async { Ok(()) })
     }
 
-    fn service_started(&mut self, service: &ServiceInfo) {
+    fn service_started(&mut self, service: &ServiceInfo<'_>) {
+        if let Some(web) = service.plug::<super::handler::WebRoutes>() {
+            self.add_routes(web.service, web.routes, web.handler.clone());
+        }
         if service.websocket_rpc {
             self.app.add_websocket_service(service.name);
         }
@@ -219,16 +221,11 @@ impl RunnerExtension for WebServer {
     fn as_any(&self) -> &dyn Any {
         self
     }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
 }
 
-impl RunningServices {
-    /// The address the web server listens on, when one runs.
-    pub fn web_address(&self) -> Option<std::net::SocketAddr> {
-        let web = self.extension::<WebServer>()?;
-        web.listening.as_ref().map(Listening::address)
+impl WebServer {
+    /// The address it listens on, once started.
+    pub(crate) fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listening.as_ref().map(Listening::address)
     }
 }

@@ -4,10 +4,9 @@
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
-use super::extension::RunnerExtensions;
-use super::Shared;
 use crate::container::{Container, Settings, StartError};
 use crate::dependency::{Extensions, SetupContext};
+use crate::extension::{RunnerExtensions, Shared};
 use crate::service::Service;
 use crate::transport::Serving;
 

@@ -30,42 +30,25 @@
 
 use std::sync::Arc;
 
-use crate::client::Client;
 use crate::config::Config;
 use crate::container::{Observers, StartError};
 use crate::dependency::Extensions;
+use crate::extension::Shared;
 use crate::health::{Health, Stage};
 use crate::service::Service;
 use crate::transport::{MemoryTransport, Transport};
 
-pub(crate) mod extension;
+mod extensions;
 mod instance;
 mod running;
 mod signal;
 mod waiter;
 
 #[doc(hidden)]
-pub use extension::PlugIns;
 use instance::{Instance, Pending};
 pub use running::RunningServices;
 pub use signal::shutdown_signal;
 pub use waiter::{EntrypointWaiter, WaitTimeout};
-
-/// What the services of one runner share.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) config: Arc<Config>,
-    pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) observers: Arc<Observers>,
-    pub(crate) health: Health,
-}
-
-impl Shared {
-    /// A client that calls any service by name, with the runner's timeout.
-    pub(crate) fn client(&self) -> Client {
-        Client::new(self.transport.clone(), self.config.rpc_timeout())
-    }
-}
 
 /// Collects services, then starts them on one transport.
 pub struct ServiceRunner {
@@ -155,7 +138,7 @@ impl ServiceRunner {
         self.config.validate()?;
         // Before the transport: an extension may turn metrics on, and the
         // transport measures from its first connection.
-        let extensions = extension::registered(&self.config)?;
+        let extensions = extensions::registered(&self.config)?;
         let transport = self.choose_transport().await?;
         let shared = Shared {
             config: Arc::new(self.config),

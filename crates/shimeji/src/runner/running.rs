@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use super::extension::{RunnerExtension, RunnerExtensions};
 use super::instance::Started;
-use super::{shutdown_signal, EntrypointWaiter, Shared};
+use super::{shutdown_signal, EntrypointWaiter};
 use crate::client::{Client, ServiceClient};
 use crate::config::Config;
+use crate::extension::{RunnerExtension, RunnerExtensions, Shared};
 use crate::health::{Health, Stage};
 use crate::transport::Transport;
 
@@ -31,6 +31,20 @@ impl RunningServices {
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn extension<T: RunnerExtension>(&self) -> Option<&T> {
         self.extensions.get()
+    }
+
+    /// The address the web server listens on, when one runs.
+    #[cfg(feature = "http")]
+    pub fn web_address(&self) -> Option<std::net::SocketAddr> {
+        self.extension::<crate::http::server::WebServer>()?
+            .address()
+    }
+
+    /// The address `/metrics` and `/health/*` are served on, when
+    /// `METRICS_ADDRESS` is set.
+    #[cfg(feature = "http")]
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.extension::<crate::http::ops::OpsServer>()?.address()
     }
 
     /// Liveness and readiness of these services.

@@ -27,11 +27,30 @@ use futures::future::BoxFuture;
 use std::any::Any;
 use std::sync::Arc;
 
-use super::Shared;
+use crate::client::Client;
 use crate::config::Config;
+use crate::container::Observers;
 use crate::container::{Container, StartError};
 use crate::dependency::Extensions;
+use crate::health::Health;
 use crate::service::Service;
+use crate::transport::Transport;
+
+/// What the services of one runner share.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) observers: Arc<Observers>,
+    pub(crate) health: Health,
+}
+
+impl Shared {
+    /// A client that calls any service by name, with the runner's timeout.
+    pub(crate) fn client(&self) -> Client {
+        Client::new(self.transport.clone(), self.config.rpc_timeout())
+    }
+}
 
 /// A part of the runner that a build may or may not have.
 pub(crate) trait RunnerExtension: Any + Send + Sync {
@@ -67,41 +86,23 @@ pub(crate) trait RunnerExtension: Any + Send + Sync {
 
     /// This extension, to find it by its type.
     fn as_any(&self) -> &dyn Any;
-
-    /// This extension, to find it by its type.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
 /// What every extension learns of a service instance that started.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ServiceInfo {
+pub(crate) struct ServiceInfo<'a> {
     /// The service's name.
     pub(crate) name: &'static str,
     /// Whether its RPC entrypoints answer on the WebSocket hub.
     pub(crate) websocket_rpc: bool,
+    /// What the service's own type plugged in (see [`ServicePlugIns`]).
+    plugs: &'a [Box<dyn Any + Send + Sync>],
 }
 
-/// The extensions a runner with `config` gets from this build: the one
-/// place that names the features that plug into the runner.
-pub(crate) fn registered(config: &Config) -> Result<RunnerExtensions, StartError> {
-    #[allow(unused_mut)]
-    let mut all: Vec<Box<dyn RunnerExtension>> = Vec::new();
-    #[cfg(feature = "http")]
-    {
-        if let Some(ops) = crate::http::ops::OpsServer::from_config(config) {
-            all.push(Box::new(ops));
-        }
-        all.push(Box::new(crate::http::server::WebServer::default()));
+impl ServiceInfo<'_> {
+    /// The plug of type `T` the service's type added, if it added one.
+    pub(crate) fn plug<T: Any>(&self) -> Option<&T> {
+        self.plugs.iter().find_map(|p| p.downcast_ref())
     }
-    #[cfg(not(feature = "http"))]
-    if config.metrics_address().is_some() {
-        return Err(StartError::Unsupported(
-            "METRICS_ADDRESS is set, but this build of shimeji has no web server (feature `http`); \
-             serve `shimeji::metrics::render()` yourself or unset it"
-                .into(),
-        ));
-    }
-    Ok(RunnerExtensions { all })
 }
 
 /// The extensions of one runner, in the order they open.
@@ -111,6 +112,11 @@ pub(crate) struct RunnerExtensions {
 }
 
 impl RunnerExtensions {
+    /// The extensions `all`, in the order they open.
+    pub(crate) fn new(all: Vec<Box<dyn RunnerExtension>>) -> Self {
+        RunnerExtensions { all }
+    }
+
     /// Opens every extension, in order.
     pub(crate) async fn open(
         &mut self,
@@ -126,17 +132,19 @@ impl RunnerExtensions {
     /// Tells every extension that `container`'s service instance started,
     /// and lets the service plug in what only its type knows.
     pub(crate) fn service_started<S: Service>(&mut self, container: &Arc<Container<S>>) {
+        let mut plug_ins = ServicePlugIns {
+            container: container.clone(),
+            plugs: Vec::new(),
+        };
+        S::plug_in(&mut plug_ins);
         let info = ServiceInfo {
             name: S::NAME,
             websocket_rpc: S::WEBSOCKET_RPC,
+            plugs: &plug_ins.plugs,
         };
         for extension in &mut self.all {
             extension.service_started(&info);
         }
-        S::plug_in(&mut PlugIns {
-            container,
-            extensions: self,
-        });
     }
 
     /// Starts every extension, in order.
@@ -165,31 +173,27 @@ impl RunnerExtensions {
     pub(crate) fn get<T: RunnerExtension>(&self) -> Option<&T> {
         self.all.iter().find_map(|e| e.as_any().downcast_ref())
     }
-
-    /// The extension of type `T`, if this runner has one.
-    pub(crate) fn get_mut<T: RunnerExtension>(&mut self) -> Option<&mut T> {
-        self.all
-            .iter_mut()
-            .find_map(|e| e.as_any_mut().downcast_mut())
-    }
 }
 
 /// A service instance that started, as its own type sees the runner's
 /// extensions: where what only the service's type knows (its HTTP routes)
-/// plugs in. See [`Service::plug_in`].
-pub struct PlugIns<'a, S: Service> {
-    container: &'a Arc<Container<S>>,
-    extensions: &'a mut RunnerExtensions,
+/// plugs in. [`Service::plug_in`] receives it as `&mut dyn Any`, so the
+/// core trait names nothing of the runner; the plug-in (`http::__plug_in`)
+/// downcasts it back, adds a plug of its own type, and its extension finds
+/// that plug in the [`ServiceInfo`] it is told.
+pub(crate) struct ServicePlugIns<S: Service> {
+    container: Arc<Container<S>>,
+    plugs: Vec<Box<dyn Any + Send + Sync>>,
 }
 
-impl<S: Service> PlugIns<'_, S> {
+impl<S: Service> ServicePlugIns<S> {
     /// The service instance's container.
     pub(crate) fn container(&self) -> &Arc<Container<S>> {
-        self.container
+        &self.container
     }
 
-    /// The runner's extension of type `T`, if it has one.
-    pub(crate) fn extension_mut<T: RunnerExtension>(&mut self) -> Option<&mut T> {
-        self.extensions.get_mut()
+    /// Adds a plug for an extension to find by its type.
+    pub(crate) fn add(&mut self, plug: impl Any + Send + Sync) {
+        self.plugs.push(Box::new(plug));
     }
 }
