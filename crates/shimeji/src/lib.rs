@@ -101,6 +101,9 @@ pub use service::{HandlerType, Service, ServiceDescription};
 /// `#[timer(interval = "5s", eager = false)]` on async methods that take
 /// nothing (intervals in `ms`, `s`, `m` or `h`; runs never overlap: a tick
 /// that comes while a run is still going is skipped).
+///
+/// The struct derives [`Dependencies`](trait@Dependencies), a struct without
+/// dependency fields too.
 pub use shimeji_macros::service;
 
 /// Lists the dependency fields of a service struct. See [`dependency`].

@@ -3,7 +3,7 @@
 //! ```no_run
 //! use shimeji::prelude::*;
 //!
-//! #[derive(Default)]
+//! #[derive(Default, Dependencies)]
 //! struct Greeter;
 //!
 //! #[service(name = "greeter")]
@@ -374,7 +374,7 @@ impl RunningServices {
     /// ```
     /// # use shimeji::prelude::*;
     /// # use std::time::Duration;
-    /// # #[derive(Default)] struct Mailer;
+    /// # #[derive(Default, Dependencies)] struct Mailer;
     /// # #[service(name = "mailer")]
     /// # impl Mailer { #[event_handler("accounts", "user_created")] async fn welcome(&self, _user: serde_json::Value) {} }
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -238,6 +238,7 @@ type Log = Arc<Mutex<Vec<(&'static str, usize, Value)>>>;
 
 macro_rules! listener {
     ($ty:ident, $name:literal, $kind:literal, $($attr:tt)*) => {
+        #[derive(Dependencies)]
         struct $ty {
             instance: usize,
             log: Log,
@@ -523,7 +524,7 @@ async fn request_delivery_mode_follows_persistent_requests() {
     let _ = connection.close().await;
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Acks;
 
 #[service(name = "amqp_acks")]

@@ -29,7 +29,7 @@ struct NewUser {
     name: String,
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Users;
 
 #[service(name = "http_users")]
