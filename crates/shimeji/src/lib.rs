@@ -103,7 +103,7 @@ pub use service::{HandlerType, Service, ServiceDescription};
 /// that comes while a run is still going is skipped).
 ///
 /// The struct derives [`Dependencies`](trait@Dependencies), a struct without
-/// dependency fields too.
+/// dependency fields too; `#[http]` needs the `http` feature.
 pub use shimeji_macros::service;
 
 /// Lists the dependency fields of a service struct. See [`dependency`].
@@ -125,6 +125,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     //! Used by generated code; not a public API.
+    pub use crate::__require_http_feature as require_http_feature;
     pub use crate::binding::Binder;
     pub use crate::client::CallSite;
     pub use crate::dependency::probe;
@@ -137,4 +138,30 @@ pub mod __private {
     pub use futures::future::BoxFuture;
     pub use serde;
     pub use serde_json;
+}
+
+/// Wraps the items `#[service]` generates for `#[http]` entrypoints: they
+/// stay as they are with the `http` feature, and become one clear error
+/// without it (instead of errors about the shape of `Service`).
+#[cfg(feature = "http")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __require_http_feature {
+    ($($items:tt)*) => {
+        $($items)*
+    };
+}
+
+/// Wraps the items `#[service]` generates for `#[http]` entrypoints: they
+/// stay as they are with the `http` feature, and become one clear error
+/// without it (instead of errors about the shape of `Service`).
+#[cfg(not(feature = "http"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __require_http_feature {
+    ($($items:tt)*) => {
+        ::core::compile_error!(
+            "`#[http]` needs shimeji's `http` feature: turn it on in Cargo.toml, e.g. `shimeji = { version = \"0.1\", features = [\"http\"] }` (it is one of the default features)"
+        );
+    };
 }

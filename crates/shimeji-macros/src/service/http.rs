@@ -18,12 +18,14 @@ pub(super) fn routes(service: &Service) -> impl Iterator<Item = (&Entrypoint, &H
 }
 
 /// The `Service` items for HTTP: `HTTP_ROUTES`, `dispatch_http`; nothing
-/// when the service has no route.
+/// when the service has no route. They go through
+/// `__private::require_http_feature!`, which makes them one error, at the
+/// first `#[http]`, when shimeji's `http` feature is off.
 pub(super) fn items(service: &Service) -> TokenStream {
-    if routes(service).next().is_none() {
+    let Some((_, first)) = routes(service).next() else {
         return quote!();
-    }
-    let specs = routes(service).map(|(ep, HttpArgs { verb, path })| {
+    };
+    let specs = routes(service).map(|(ep, HttpArgs { verb, path, .. })| {
         let id = ep.id();
         let verb = verb.to_string();
         let method_name = ep.name();
@@ -32,7 +34,7 @@ pub(super) fn items(service: &Service) -> TokenStream {
         }
     });
     let arms = routes(service).map(|(ep, _)| arm(ep));
-    quote! {
+    let items = quote! {
         const HTTP_ROUTES: &'static [::shimeji::http::HttpRouteSpec] = &[#(#specs),*];
 
         fn dispatch_http(
@@ -47,6 +49,9 @@ pub(super) fn items(service: &Service) -> TokenStream {
                 }
             }
         }
+    };
+    quote_spanned! {first.span=>
+        ::shimeji::__private::require_http_feature! { #items }
     }
 }
 
