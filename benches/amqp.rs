@@ -325,7 +325,7 @@ impl RawClient {
 
 // ---------------------------------------------------------------- (b) shimeji
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct BenchEcho;
 
 #[service(name = "benchecho")]

@@ -10,7 +10,7 @@ use axum::routing::get;
 use shimeji::prelude::*;
 use std::process::Command;
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Hello;
 
 #[service(name = "hello")]

@@ -30,6 +30,7 @@ struct Counter {
     done: Arc<Notify>,
 }
 
+#[derive(Dependencies)]
 struct Listener {
     counter: Counter,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The service the in-process benches call: `greeter.hello(name)`.
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 pub struct Greeter;
 
 #[service(name = "greeter")]

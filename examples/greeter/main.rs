@@ -47,7 +47,7 @@ struct Greeted {
 }
 
 /// Another service: keeps a list of everyone greeted.
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Guestbook {
     names: Mutex<Vec<String>>,
 }

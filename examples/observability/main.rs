@@ -33,6 +33,7 @@ struct OutOfStock {
 }
 
 /// Stock levels.
+#[derive(Dependencies)]
 struct Inventory {
     stock: Mutex<HashMap<String, u32>>,
 }

@@ -27,6 +27,7 @@ enum PaymentError {
 }
 
 /// Charges cards. Each instance has a number, to show which one served a call.
+#[derive(Dependencies)]
 struct Payments {
     instance: u8,
 }
@@ -110,6 +111,7 @@ struct Email {
 
 /// Sends order confirmations. The instances share one outbox (a stand-in for
 /// a database), so `sent()` answers the same whichever instance takes it.
+#[derive(Dependencies)]
 struct Emails {
     instance: u8,
     outbox: Arc<Mutex<Vec<Email>>>,

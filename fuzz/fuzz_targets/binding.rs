@@ -30,7 +30,7 @@ struct Item {
     tags: Option<Vec<String>>,
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Calc;
 
 #[service(name = "calc")]

@@ -38,7 +38,7 @@ struct Filter {
 #[error("quantity must be positive")]
 struct BadOrder;
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Shop;
 
 #[service(name = "shop")]

@@ -13,7 +13,7 @@ use support::{fresh_vhost, shimeji, Run};
 const VHOST: &str = "shimeji-test-cli";
 
 /// The service the binary calls.
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct CliGreeter {
     pings: Mutex<Vec<Value>>,
 }

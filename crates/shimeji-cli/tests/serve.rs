@@ -12,7 +12,7 @@ use shimeji::cli::{serve, ServiceArgs, EXIT_CONNECT, EXIT_USAGE};
 use shimeji::prelude::*;
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Served;
 
 #[shimeji::service(name = "cli_served")]

@@ -7,7 +7,7 @@
 //! ```no_run
 //! use shimeji::prelude::*;
 //!
-//! #[derive(Default)]
+//! #[derive(Default, Dependencies)]
 //! struct Greeter;
 //!
 //! #[service(name = "greeter")]
@@ -51,7 +51,7 @@
 //!
 //! ```no_run
 //! # use shimeji::prelude::*;
-//! # #[derive(Default)] struct Greeter;
+//! # #[derive(Default, Dependencies)] struct Greeter;
 //! # #[service(name = "greeter")]
 //! # impl Greeter { #[rpc] async fn hello(&self, name: String) -> String { name } }
 //! use clap::Parser;
@@ -328,7 +328,7 @@ impl CliError {
 ///
 /// ```no_run
 /// # use shimeji::prelude::*;
-/// # #[derive(Default)] struct Greeter;
+/// # #[derive(Default, Dependencies)] struct Greeter;
 /// # #[service(name = "greeter")]
 /// # impl Greeter { #[rpc] async fn hello(&self, name: String) -> String { name } }
 /// #[tokio::main]

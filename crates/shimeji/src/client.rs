@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # use shimeji::prelude::*;
-//! # #[derive(Default)] struct Calculator;
+//! # #[derive(Default, Dependencies)] struct Calculator;
 //! # #[service(name = "calculator")]
 //! # impl Calculator { #[rpc] async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,7 +8,10 @@
 //! [`ServiceConfig`](crate::ServiceConfig).
 //!
 //! Mark the service struct `#[derive(Dependencies)]` so the container finds
-//! its dependency fields; fields of other types are left alone.
+//! its dependency fields; fields of other types are left alone. Every
+//! service struct needs the derive, one without dependency fields too:
+//! forgetting it is a compile error. A field typed `Arc<D>` or `Option<D>`
+//! for a dependency `D` is a dependency as well (`None` does nothing).
 //!
 //! ```
 //! use shimeji::prelude::*;
@@ -208,8 +211,94 @@ pub trait Dependency: Send + Sync {
     }
 }
 
+/// A shared dependency is the dependency: an `Arc<EventDispatcher>` field
+/// is set up like an `EventDispatcher` field.
+impl<T: Dependency + ?Sized> Dependency for Arc<T> {
+    fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
+        (**self).setup(ctx)
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<(), DependencyError>> {
+        (**self).start()
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        (**self).stop()
+    }
+
+    fn worker_setup(&self, worker: &WorkerContext) {
+        (**self).worker_setup(worker)
+    }
+
+    fn worker_result(&self, worker: &WorkerContext, result: Result<(), &RemoteError>) {
+        (**self).worker_result(worker, result)
+    }
+
+    fn worker_teardown(&self, worker: &WorkerContext) {
+        (**self).worker_teardown(worker)
+    }
+
+    fn has_worker_hooks(&self) -> bool {
+        (**self).has_worker_hooks()
+    }
+}
+
+/// An optional dependency: `Some` is the dependency, `None` does nothing.
+impl<T: Dependency> Dependency for Option<T> {
+    fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
+        match self {
+            Some(dep) => dep.setup(ctx),
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<(), DependencyError>> {
+        match self {
+            Some(dep) => dep.start(),
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        match self {
+            Some(dep) => dep.stop(),
+            None => Box::pin(async {}),
+        }
+    }
+
+    fn worker_setup(&self, worker: &WorkerContext) {
+        if let Some(dep) = self {
+            dep.worker_setup(worker);
+        }
+    }
+
+    fn worker_result(&self, worker: &WorkerContext, result: Result<(), &RemoteError>) {
+        if let Some(dep) = self {
+            dep.worker_result(worker, result);
+        }
+    }
+
+    fn worker_teardown(&self, worker: &WorkerContext) {
+        if let Some(dep) = self {
+            dep.worker_teardown(worker);
+        }
+    }
+
+    fn has_worker_hooks(&self) -> bool {
+        self.as_ref().is_some_and(Dependency::has_worker_hooks)
+    }
+}
+
 /// Lists a service struct's dependency fields. Derive it with
 /// `#[derive(Dependencies)]`.
+///
+/// Every service needs it, a service without dependencies too: the
+/// container sets up, starts and stops exactly what it lists.
+#[diagnostic::on_unimplemented(
+    message = "the service `{Self}` does not list its dependencies",
+    label = "`{Self}` does not derive `Dependencies`",
+    note = "add `#[derive(Dependencies)]` to the struct (a struct without dependencies needs it too)"
+)]
 pub trait Dependencies {
     /// The fields that implement [`Dependency`].
     fn dependencies(&self) -> Vec<&dyn Dependency>;
@@ -217,9 +306,11 @@ pub trait Dependencies {
 
 #[doc(hidden)]
 pub mod probe {
-    //! Lets generated code tell dependency fields from other fields without
-    //! attributes (autoref specialization).
-    use super::{Dependencies, Dependency};
+    //! Lets `#[derive(Dependencies)]` tell dependency fields from other
+    //! fields without attributes (autoref specialization): a field whose
+    //! type implements `Dependency` takes the `IsDependency` method, any
+    //! other field the `NotDependency` one.
+    use super::Dependency;
 
     pub struct Probe<'a, T>(pub &'a T);
 
@@ -237,23 +328,6 @@ pub mod probe {
     impl<'a, T> NotDependency<'a> for Probe<'a, T> {
         fn as_dependency(&self) -> Option<&'a dyn Dependency> {
             None
-        }
-    }
-
-    pub trait HasDependencies<'a> {
-        fn list(&self) -> Vec<&'a dyn Dependency>;
-    }
-    impl<'a, T: Dependencies> HasDependencies<'a> for &Probe<'a, T> {
-        fn list(&self) -> Vec<&'a dyn Dependency> {
-            self.0.dependencies()
-        }
-    }
-    pub trait NoDependencies<'a> {
-        fn list(&self) -> Vec<&'a dyn Dependency>;
-    }
-    impl<'a, T> NoDependencies<'a> for Probe<'a, T> {
-        fn list(&self) -> Vec<&'a dyn Dependency> {
-            Vec::new()
         }
     }
 }

@@ -28,7 +28,7 @@
 //!     name: String,
 //! }
 //!
-//! #[derive(Default)]
+//! #[derive(Default, Dependencies)]
 //! struct Mailer;
 //!
 //! #[service(name = "mailer")]

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # use shimeji::prelude::*;
-//! # #[derive(Default)] struct Greeter;
+//! # #[derive(Default, Dependencies)] struct Greeter;
 //! # #[service(name = "greeter")]
 //! # impl Greeter { #[rpc] async fn hello(&self) {} }
 //! # async fn demo() -> Result<(), StartError> {

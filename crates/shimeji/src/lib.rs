@@ -105,6 +105,9 @@ pub use service::{HandlerType, Service, ServiceDescription};
 /// `#[timer(interval = "5s", eager = false)]` on async methods that take
 /// nothing (intervals in `ms`, `s`, `m` or `h`; runs never overlap: a tick
 /// that comes while a run is still going is skipped).
+///
+/// The struct derives [`Dependencies`](trait@Dependencies), a struct without
+/// dependency fields too; `#[http]` needs the `http` feature.
 pub use shimeji_macros::service;
 
 /// Lists the dependency fields of a service struct. See [`dependency`].
@@ -126,6 +129,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     //! Used by generated code; not a public API.
+    pub use crate::__http_plug_in as http_plug_in;
+    pub use crate::__require_http_feature as require_http_feature;
     pub use crate::arguments::Binder;
     pub use crate::client::CallSite;
     pub use crate::dependency::probe;
@@ -138,4 +143,52 @@ pub mod __private {
     pub use futures::future::BoxFuture;
     pub use serde;
     pub use serde_json;
+}
+
+/// Wraps the items `#[service]` generates for `#[http]` entrypoints: they
+/// stay as they are with the `http` feature, and become one clear error
+/// without it (instead of errors about the shape of `Service`).
+#[cfg(feature = "http")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __require_http_feature {
+    ($($items:tt)*) => {
+        $($items)*
+    };
+}
+
+/// Wraps the items `#[service]` generates for `#[http]` entrypoints: they
+/// stay as they are with the `http` feature, and become one clear error
+/// without it (instead of errors about the shape of `Service`).
+#[cfg(not(feature = "http"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __require_http_feature {
+    ($($items:tt)*) => {
+        ::core::compile_error!(
+            "`#[http]` needs shimeji's `http` feature: turn it on in Cargo.toml, e.g. `shimeji = { version = \"0.1\", features = [\"http\"] }` (it is one of the default features)"
+        );
+    };
+}
+
+/// `Service::plug_in` of a service with `#[http]` entrypoints (generated
+/// code): hands its routes to the runner's web server. Nothing without the
+/// `http` feature, where `require_http_feature!` reports the one error.
+#[cfg(feature = "http")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __http_plug_in {
+    () => {
+        fn plug_in(plug_ins: &mut dyn ::core::any::Any) {
+            $crate::http::__plug_in::<Self>(plug_ins)
+        }
+    };
+}
+
+/// See the `http` feature's version of this macro.
+#[cfg(not(feature = "http"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __http_plug_in {
+    () => {};
 }

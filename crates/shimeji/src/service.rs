@@ -9,7 +9,7 @@
 //! ```
 //! use shimeji::prelude::*;
 //!
-//! #[derive(Default)]
+//! #[derive(Default, Dependencies)]
 //! struct Calculator;
 //!
 //! #[service(name = "calculator")]
@@ -32,14 +32,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::future::Future;
 
-use crate::dependency::Dependency;
+use crate::dependency::Dependencies;
 pub use crate::entrypoint::{EntrypointId, EventHandlerSpec, HandlerType, TimerSpec};
 use crate::error::RemoteError;
 use crate::payload::Payload;
 
 /// A service: the dispatch `#[service]` generates. Not meant to be
 /// implemented by hand.
-pub trait Service: Send + Sync + 'static {
+///
+/// Its dependencies come from [`Dependencies`], which the service struct
+/// derives: `#[derive(Dependencies)]`, also on a struct without any.
+pub trait Service: Dependencies + Send + Sync + 'static {
     /// The service's name: its address.
     const NAME: &'static str;
     /// The names of all its entrypoints, in declaration order: RPC
@@ -113,9 +116,6 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RemoteError>> + Send + '_ {
         async move { Err(RemoteError::method_not_found(Self::entrypoint_name(id))) }
     }
-
-    /// The service's dependencies (fields that implement [`Dependency`]).
-    fn dependencies(&self) -> Vec<&dyn Dependency>;
 }
 
 /// A machine-readable description of a service, for schema tooling.

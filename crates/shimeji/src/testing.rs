@@ -153,7 +153,7 @@ impl Transport for StubTransport {
 ///
 /// ```
 /// # use shimeji::prelude::*;
-/// # #[derive(Default)] struct Payments;
+/// # #[derive(Default, Dependencies)] struct Payments;
 /// # #[service(name = "payments")]
 /// # impl Payments { #[rpc] async fn charge(&self, amount: u64) -> bool { amount > 0 } }
 /// # #[tokio::main(flavor = "current_thread")]

@@ -238,6 +238,7 @@ type Log = Arc<Mutex<Vec<(&'static str, usize, Value)>>>;
 
 macro_rules! listener {
     ($ty:ident, $name:literal, $kind:literal, $($attr:tt)*) => {
+        #[derive(Dependencies)]
         struct $ty {
             instance: usize,
             log: Log,
@@ -523,7 +524,7 @@ async fn request_delivery_mode_follows_persistent_requests() {
     let _ = connection.close().await;
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Acks;
 
 #[service(name = "amqp_acks")]
@@ -572,6 +573,7 @@ async fn every_request_is_acked_while_the_service_runs() {
     running.stop().await;
 }
 
+#[derive(Dependencies)]
 struct AmqpSingleReliable;
 #[service(name = "amqp_single_reliable")]
 impl AmqpSingleReliable {
@@ -579,6 +581,7 @@ impl AmqpSingleReliable {
     async fn handle(&self, _payload: Value) {}
 }
 
+#[derive(Dependencies)]
 struct AmqpSingleUnreliable;
 #[service(name = "amqp_single_unreliable")]
 impl AmqpSingleUnreliable {

@@ -24,6 +24,7 @@ fn config() -> Config {
     Config::new().set("AMQP_URI", uri())
 }
 
+#[derive(Dependencies)]
 struct Echo;
 
 #[service(name = "claims_echo")]
@@ -91,6 +92,7 @@ async fn reply_delivery_mode_follows_persistent_replies() {
     }
 }
 
+#[derive(Dependencies)]
 struct Exchanged;
 
 #[service(name = "claims_exchanged")]
@@ -162,6 +164,7 @@ async fn a_custom_rpc_exchange_works_end_to_end() {
     service.stop().await;
 }
 
+#[derive(Dependencies)]
 struct Beating;
 
 #[service(name = "claims_heartbeat")]
@@ -332,6 +335,7 @@ async fn replies_and_events_wait_for_publisher_confirms() {
 /// Payloads the reliable handler has received.
 static HEARD: Mutex<Vec<Value>> = Mutex::new(Vec::new());
 
+#[derive(Dependencies)]
 struct Listener;
 
 #[service(name = "claims_listener")]

@@ -19,6 +19,7 @@ fn uri() -> String {
     support::amqp_uri("amqp_delivery")
 }
 
+#[derive(Dependencies)]
 struct Crashy;
 
 #[service(name = "amqp_crashy")]
@@ -142,6 +143,7 @@ fn a_killed_instance_has_its_request_redelivered() {
     let _ = survivor.wait();
 }
 
+#[derive(Dependencies)]
 struct Prefetched;
 
 #[service(name = "amqp_prefetched")]

@@ -22,14 +22,14 @@ fn config() -> Config {
     Config::new().set("AMQP_URI", uri())
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Lane {
     pings: Arc<AtomicUsize>,
 }
 
 /// Counts its runs. Its own service, so that no other test's instance
 /// takes its requests (the attempts are counted per instance).
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Counter {
     runs: Arc<AtomicUsize>,
 }
@@ -317,7 +317,7 @@ async fn a_request_whose_reply_is_never_confirmed_is_given_up_after_bounded_atte
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reply_over_the_callers_size_limit_fails_the_call_clearly() {
     let service = start(Lane::default(), config()).await;
-    #[derive(Default)]
+    #[derive(Default, Dependencies)]
     struct Idle;
     #[service(name = "hardening_idle")]
     impl Idle {
@@ -342,7 +342,7 @@ async fn a_reply_over_the_callers_size_limit_fails_the_call_clearly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reply_with_headers_nested_5000_deep_does_not_kill_the_caller() {
     let service = start(Lane::default(), config()).await;
-    #[derive(Default)]
+    #[derive(Default, Dependencies)]
     struct Caller;
     #[service(name = "hardening_caller")]
     impl Caller {

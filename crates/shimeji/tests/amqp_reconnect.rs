@@ -12,6 +12,7 @@ use shimeji::prelude::*;
 use shimeji::transport::amqp::{AmqpSettings, AmqpTransport};
 use std::time::{Duration, Instant};
 
+#[derive(Dependencies)]
 struct Steady;
 
 #[service(name = "amqp_steady")]

@@ -42,6 +42,7 @@ fn require_tls_listener() -> PathBuf {
     ca
 }
 
+#[derive(Dependencies)]
 struct Tls;
 
 #[service(name = "tls_probe")]

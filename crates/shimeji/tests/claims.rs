@@ -27,6 +27,7 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+#[derive(Dependencies)]
 struct Narrow;
 
 #[service(name = "claims_narrow")]

@@ -13,6 +13,7 @@ struct Gauge {
     peak: AtomicUsize,
 }
 
+#[derive(Dependencies)]
 struct Busy {
     gauge: Arc<Gauge>,
 }
@@ -206,6 +207,52 @@ async fn dependency_hooks_run_in_order() {
     );
     running.stop().await;
     assert_eq!(recorder.take(), vec!["stop"]);
+}
+
+/// `Arc<D>` and `Option<D>` fields are dependencies too; `None` does nothing.
+#[derive(Dependencies)]
+struct Wrapped {
+    shared: Arc<Recorder>,
+    present: Option<Recorder>,
+    absent: Option<Recorder>,
+}
+
+#[service(name = "wrapped")]
+impl Wrapped {
+    #[rpc]
+    async fn ping(&self) {}
+}
+
+#[tokio::test]
+async fn arc_and_option_fields_are_dependencies() {
+    let (shared, present) = (Recorder::default(), Recorder::default());
+    let wrapped = Wrapped {
+        shared: Arc::new(shared.clone()),
+        present: Some(present.clone()),
+        absent: None,
+    };
+    assert_eq!(Dependencies::dependencies(&wrapped).len(), 3);
+    assert!(!Dependency::has_worker_hooks(&wrapped.absent));
+    let running = ServiceRunner::with_config(Config::new())
+        .service(wrapped)
+        .start()
+        .await
+        .unwrap();
+    for recorder in [&shared, &present] {
+        assert_eq!(recorder.take(), vec!["setup wrapped", "start"]);
+    }
+    let client: WrappedClient = running.client();
+    client.ping().await.unwrap();
+    for recorder in [&shared, &present] {
+        assert_eq!(
+            recorder.take(),
+            vec!["worker_setup ping", "worker_result ok", "worker_teardown"]
+        );
+    }
+    running.stop().await;
+    for recorder in [&shared, &present] {
+        assert_eq!(recorder.take(), vec!["stop"]);
+    }
 }
 
 struct Broken;

@@ -36,6 +36,7 @@ impl B {
     }
 }
 
+#[derive(Dependencies)]
 struct C {
     seen: Seen,
 }
@@ -164,6 +165,7 @@ impl Emitter {
     }
 }
 
+#[derive(Dependencies)]
 struct Listener {
     seen: Seen,
 }

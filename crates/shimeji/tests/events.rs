@@ -20,6 +20,7 @@ fn taken(log: &Log) -> Vec<(&'static str, usize, Value)> {
 
 macro_rules! handler_service {
     ($ty:ident, $name:literal, $($attr:tt)*) => {
+        #[derive(Dependencies)]
         struct $ty {
             instance: usize,
             log: Log,
@@ -223,6 +224,7 @@ async fn reliable_delivery_keeps_events_while_the_service_is_down() {
     shop.stop().await;
 }
 
+#[derive(Dependencies)]
 struct Unreliable {
     log: Log,
 }
@@ -259,6 +261,7 @@ async fn without_reliable_delivery_events_are_not_kept() {
     shop.stop().await;
 }
 
+#[derive(Dependencies)]
 struct SingleReliable;
 #[service(name = "single_reliable")]
 impl SingleReliable {
@@ -266,6 +269,7 @@ impl SingleReliable {
     async fn handle(&self, _payload: Value) {}
 }
 
+#[derive(Dependencies)]
 struct SingleUnreliable;
 #[service(name = "single_unreliable")]
 impl SingleUnreliable {
@@ -294,6 +298,7 @@ struct Sold {
     n: u32,
 }
 
+#[derive(Dependencies)]
 struct Strict;
 #[service(name = "strict")]
 impl Strict {
@@ -322,5 +327,46 @@ async fn a_payload_of_the_wrong_shape_is_a_typed_error_and_the_handler_keeps_ser
         .unwrap()
         .result
         .is_ok());
+    running.stop().await;
+}
+
+/// A dispatcher behind an `Arc` is a dependency like a plain one.
+#[derive(Dependencies)]
+struct Till {
+    events: Arc<EventDispatcher>,
+}
+
+#[service(name = "till")]
+impl Till {
+    #[rpc]
+    async fn sell(&self, n: u32) -> Result<(), DispatchError> {
+        self.events.dispatch("sold", json!({ "n": n })).await
+    }
+}
+
+#[derive(Dependencies)]
+struct TillAudit;
+
+#[service(name = "till_audit")]
+impl TillAudit {
+    #[event_handler("till", "sold")]
+    async fn handle(&self, _sold: Sold) {}
+}
+
+#[tokio::test]
+async fn a_dispatcher_behind_an_arc_is_set_up_and_dispatches() {
+    let running = ServiceRunner::with_config(Config::new())
+        .service(Till {
+            events: Arc::default(),
+        })
+        .service(TillAudit)
+        .start()
+        .await
+        .unwrap();
+    let waiter = running.entrypoint_waiter("till_audit", "handle");
+    let till: TillClient = running.client();
+    till.sell(2).await.unwrap();
+    let finished = waiter.wait(Duration::from_secs(2)).await.unwrap();
+    assert!(finished.result.is_ok());
     running.stop().await;
 }

@@ -29,7 +29,7 @@ struct NewUser {
     name: String,
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Users;
 
 #[service(name = "http_users")]
@@ -345,7 +345,7 @@ async fn a_taken_port_is_a_listen_error_naming_the_address() {
     assert!(error.to_string().contains(&address), "{error}");
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Greeter;
 
 #[service(name = "http_greeter")]

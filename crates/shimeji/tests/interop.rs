@@ -73,6 +73,7 @@ type Log = Arc<Mutex<Vec<(&'static str, usize, Value)>>>;
 
 macro_rules! python_listener {
     ($ty:ident, $name:literal, $kind:literal, $($attr:tt)*) => {
+        #[derive(Dependencies)]
         struct $ty {
             instance: usize,
             log: Log,

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// The tests here compare whole scrapes: one at a time.
 static SCRAPES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Desk;
 
 #[service(name = "mb_desk", websocket)]
@@ -27,7 +27,7 @@ enum StockError {
     OutOfStock(String),
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Store;
 
 #[service(name = "mb_store")]

@@ -51,7 +51,7 @@ impl Back {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Tail;
 
 #[service(name = "obs_tail")]
@@ -224,7 +224,7 @@ impl Outer {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Inner;
 
 #[service(name = "obs_inner")]
@@ -451,7 +451,7 @@ async fn metrics_are_scraped_from_metrics_address() {
     running.stop().await;
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Slow;
 
 #[service(name = "obs_slow")]
@@ -465,7 +465,7 @@ impl Slow {
 
 /// `obs_slow`'s twin under a name of its own: tests run at once, and
 /// metrics are kept per service name.
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Sleepy;
 
 #[service(name = "obs_sleepy")]

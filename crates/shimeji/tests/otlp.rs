@@ -71,6 +71,7 @@ impl B {
     }
 }
 
+#[derive(Dependencies)]
 struct C {
     log: Log,
 }

@@ -40,6 +40,7 @@ const PROBE: u64 = u64::MAX;
 const CHILD_CONFIG: &str = "SHIMEJI_RELIABILITY_CHILD_CONFIG";
 
 /// The service every instance runs.
+#[derive(Dependencies)]
 struct Reliable;
 
 #[service(name = "reliable")]

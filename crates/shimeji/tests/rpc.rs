@@ -24,7 +24,7 @@ enum GeometryError {
     TooFar,
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Geometry;
 
 #[service(name = "geometry")]
@@ -304,6 +304,7 @@ async fn several_instances_share_the_calls() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    #[derive(Dependencies)]
     struct Counted(Arc<AtomicUsize>);
     #[service(name = "counted")]
     impl Counted {

@@ -59,6 +59,7 @@ fn assert_hidden(what: &str, text: &str) {
     }
 }
 
+#[derive(Dependencies)]
 struct Quiet;
 
 #[service(name = "secrets_quiet")]

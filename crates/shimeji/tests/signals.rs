@@ -23,6 +23,7 @@ const CHILD: &str = "SHIMEJI_SIGNAL_TEST_CHILD";
 /// Told when the slow call is in its worker.
 static STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
+#[derive(Dependencies)]
 struct Slow;
 
 #[service(name = "slow")]

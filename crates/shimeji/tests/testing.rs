@@ -14,7 +14,7 @@ enum OrderError {
     Dispatch(#[from] DispatchError),
 }
 
-#[derive(Default)]
+#[derive(Default, Dependencies)]
 struct Payments;
 
 #[service(name = "payments")]
@@ -86,7 +86,7 @@ async fn a_stub_can_fail_like_the_real_service() {
 
 #[tokio::test]
 async fn a_test_cluster_runs_several_services_and_waits_for_events() {
-    #[derive(Default)]
+    #[derive(Default, Dependencies)]
     struct Audit;
     #[service(name = "audit")]
     impl Audit {

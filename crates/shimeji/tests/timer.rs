@@ -12,6 +12,7 @@ struct Counts {
     most_at_once: AtomicUsize,
 }
 
+#[derive(Dependencies)]
 struct Ticker {
     counts: Arc<Counts>,
 }
@@ -29,6 +30,7 @@ impl Ticker {
     }
 }
 
+#[derive(Dependencies)]
 struct Eager {
     runs: Arc<AtomicUsize>,
 }
@@ -41,6 +43,7 @@ impl Eager {
     }
 }
 
+#[derive(Dependencies)]
 struct Lazy {
     runs: Arc<AtomicUsize>,
 }

@@ -25,20 +25,18 @@ pub(super) fn items(service: &Service) -> TokenStream {
         return quote!();
     }
     quote! {
-        fn plug_in(__plug_ins: &mut dyn ::core::any::Any) {
-            ::shimeji::http::__plug_in::<Self>(__plug_ins)
-        }
+        ::shimeji::__private::http_plug_in!();
     }
 }
 
 /// The `HttpService` impl: `HTTP_ROUTES` and `dispatch_http`; nothing when
 /// the service has no route.
 pub(super) fn http_service(service: &Service) -> TokenStream {
-    if routes(service).next().is_none() {
+    let Some((_, first)) = routes(service).next() else {
         return quote!();
-    }
+    };
     let self_ty = &service.self_ty;
-    let specs = routes(service).map(|(ep, HttpArgs { verb, path })| {
+    let specs = routes(service).map(|(ep, HttpArgs { verb, path, .. })| {
         let id = ep.id();
         let verb = verb.to_string();
         let method_name = ep.name();
@@ -47,7 +45,7 @@ pub(super) fn http_service(service: &Service) -> TokenStream {
         }
     });
     let arms = routes(service).map(|(ep, _)| arm(ep));
-    quote! {
+    let items = quote! {
         impl ::shimeji::http::HttpService for #self_ty {
             const HTTP_ROUTES: &'static [::shimeji::http::HttpRouteSpec] = &[#(#specs),*];
 
@@ -64,6 +62,11 @@ pub(super) fn http_service(service: &Service) -> TokenStream {
                 }
             }
         }
+    };
+    // One clear error at the first `#[http]` when the `http` feature is
+    // off, instead of errors about traits that do not exist.
+    quote_spanned! {first.span=>
+        ::shimeji::__private::require_http_feature! { #items }
     }
 }
 

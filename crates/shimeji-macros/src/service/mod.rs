@@ -8,6 +8,10 @@
 //!   entrypoints;
 //! * one hidden argument struct per RPC method, for the typed fast path.
 //!
+//! The struct's dependencies come from `#[derive(Dependencies)]`:
+//! `Dependencies` is a supertrait of `Service`, so a struct without the
+//! derive is an error at the `impl` that says to add it.
+//!
 //! The work goes parse (`parse`) → check (`check`) → generate: one
 //! generator per entrypoint kind (`rpc`, `event`, `timer`, `http`), each
 //! writing its part of the `Service` impl, plus the typed client (`client`),
@@ -142,12 +146,6 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #http
             #declared_errors
             #describe
-
-            fn dependencies(&self) -> ::std::vec::Vec<&dyn ::shimeji::Dependency> {
-                #[allow(unused_imports)]
-                use ::shimeji::__private::probe::{HasDependencies, NoDependencies, Probe};
-                (&&Probe(self)).list()
-            }
         }
 
         #client

@@ -86,6 +86,8 @@ pub(super) struct HttpArgs {
     pub verb: Ident,
     /// The route, starting with `/`.
     pub path: LitStr,
+    /// Where the attribute is, for errors about the route as a whole.
+    pub span: Span,
 }
 
 /// Parses the arguments of `#[service(…)]`.
@@ -367,7 +369,12 @@ fn http_args(attr: &Attribute) -> syn::Result<HttpArgs> {
             "an HTTP path starts with `/`",
         ));
     }
-    Ok(HttpArgs { verb, path })
+    let span = attr
+        .path()
+        .segments
+        .last()
+        .map_or_else(Span::call_site, |s| s.ident.span());
+    Ok(HttpArgs { verb, path, span })
 }
 
 /// Whether the option being read has a value (`= …` or `(…)`).

@@ -19,7 +19,7 @@
 //! #[error("no user {0}")]
 //! struct NoSuchUser(u64);
 //!
-//! #[derive(Default)]
+//! #[derive(Default, Dependencies)]
 //! struct Users;
 //!
 //! #[service(name = "users")]

@@ -3,7 +3,7 @@
 //! ```no_run
 //! use shimeji::prelude::*;
 //!
-//! #[derive(Default)]
+//! #[derive(Default, Dependencies)]
 //! struct Greeter;
 //!
 //! #[service(name = "greeter")]

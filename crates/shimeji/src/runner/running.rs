@@ -83,7 +83,7 @@ impl RunningServices {
     /// ```
     /// # use shimeji::prelude::*;
     /// # use std::time::Duration;
-    /// # #[derive(Default)] struct Mailer;
+    /// # #[derive(Default, Dependencies)] struct Mailer;
     /// # #[service(name = "mailer")]
     /// # impl Mailer { #[event_handler("accounts", "user_created")] async fn welcome(&self, _user: serde_json::Value) {} }
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,6 +11,7 @@ impl std::fmt::Display for MyError {
 
 impl std::error::Error for MyError {}
 
+#[derive(Dependencies)]
 struct Greeter;
 
 #[service(name = "greeter")]
