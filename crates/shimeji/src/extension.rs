@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::client::Client;
 use crate::config::Config;
-use crate::container::Observers;
+use crate::container::Waiters;
 use crate::container::{Container, StartError};
 use crate::dependency::Extensions;
 use crate::health::Health;
@@ -41,7 +41,7 @@ use crate::transport::Transport;
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) observers: Arc<Observers>,
+    pub(crate) waiters: Arc<Waiters>,
     pub(crate) health: Health,
 }
 

@@ -23,8 +23,8 @@ pub(crate) use worker::panic_message;
 
 use limit::WorkerLimit;
 pub use observe::Finished;
-pub(crate) use observe::Observers;
 use observe::RunObserver;
+pub(crate) use observe::Waiters;
 
 use crate::dependency::{DependencyError, SetupContext};
 use crate::service::Service;
@@ -81,11 +81,14 @@ pub enum StartError {
 /// work its workers finished.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) struct Settings {
+/// What bounds one service instance, from the runner's configuration.
+pub(crate) struct Limits {
+    /// Workers running at once (`max_workers`).
     pub max_workers: usize,
+    /// Calls kept in a worker's call id stack (`parent_calls_tracked`).
     pub parent_calls_tracked: usize,
+    /// How long a stopping instance waits for its workers (`drain_timeout`).
     pub drain_timeout: Duration,
-    pub observers: Arc<Observers>,
 }
 
 pub(crate) struct Container<S: Service> {
@@ -97,29 +100,31 @@ pub(crate) struct Container<S: Service> {
     /// Cancelled when the instance stops: ends its timers.
     stopping: CancellationToken,
     worker_hooks: bool,
-    settings: Settings,
+    limits: Limits,
     /// Metrics, spans, OTLP and waiters of every run.
     observer: RunObserver,
 }
 
 impl<S: Service> Container<S> {
-    pub(crate) fn new(service: Arc<S>, settings: Settings) -> Arc<Self> {
+    /// An instance of `service` within `limits`, announcing its finished
+    /// runs to `waiters`.
+    pub(crate) fn new(service: Arc<S>, limits: Limits, waiters: Arc<Waiters>) -> Arc<Self> {
         let worker_hooks = service.dependencies().iter().any(|d| d.has_worker_hooks());
         let metrics = if crate::metrics::is_enabled() {
             Self::entrypoint_metrics()
         } else {
             Vec::new()
         };
-        let observer = RunObserver::new(S::NAME, metrics, settings.observers.clone());
+        let observer = RunObserver::new(S::NAME, metrics, waiters);
         let container = Arc::new(Container {
             service,
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
-            workers: WorkerLimit::new(settings.max_workers),
+            workers: WorkerLimit::new(limits.max_workers),
             accepting: AtomicBool::new(true),
             kill: CancellationToken::new(),
             stopping: CancellationToken::new(),
             worker_hooks,
-            settings,
+            limits,
             observer,
         });
         if container.observer.is_measured() {
@@ -170,7 +175,7 @@ impl<S: Service> Container<S> {
         let endpoint = Endpoint {
             service: S::NAME,
             instance_id: self.instance_id.clone(),
-            max_workers: self.settings.max_workers,
+            max_workers: self.limits.max_workers,
             has_rpc: !S::RPC_METHODS.is_empty(),
             event_handlers: S::EVENT_HANDLERS,
             handler: self.clone(),
@@ -199,9 +204,9 @@ impl<S: Service> Container<S> {
         // goes to another instance, or back to its queue.
         serving.stop().await;
         self.accepting.store(false, Ordering::Release);
-        let all = self.settings.max_workers;
+        let all = self.limits.max_workers;
         let drained =
-            tokio::time::timeout(self.settings.drain_timeout, self.workers.acquire_all(all))
+            tokio::time::timeout(self.limits.drain_timeout, self.workers.acquire_all(all))
                 .await
                 .is_ok();
         if !drained {
@@ -238,7 +243,7 @@ impl<S: Service> crate::metrics::WorkerStats for Container<S> {
     }
 
     fn workers(&self) -> (usize, usize, usize) {
-        let max = self.settings.max_workers;
+        let max = self.limits.max_workers;
         let busy = max.saturating_sub(self.workers.free());
         (busy, max, self.workers.waiting())
     }

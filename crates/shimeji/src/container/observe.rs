@@ -34,15 +34,15 @@ pub struct Finished {
 
 /// Where finished entrypoint runs are announced, for waiters. One per
 /// runner, shared by its instances.
-pub(crate) struct Observers {
+pub(crate) struct Waiters {
     pub(crate) finished: broadcast::Sender<Finished>,
     /// How many waiters listen: nothing is sent while none does.
     pub(crate) watching: AtomicUsize,
 }
 
-impl Observers {
+impl Waiters {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Observers {
+        Arc::new(Waiters {
             finished: broadcast::channel(1024).0,
             watching: AtomicUsize::new(0),
         })
@@ -55,7 +55,7 @@ pub(crate) struct RunObserver {
     /// One per entrypoint, indexed by `EntrypointId`, while metrics are on;
     /// empty when they are off.
     metrics: Vec<Arc<EntrypointMetrics>>,
-    waiters: Arc<Observers>,
+    waiters: Arc<Waiters>,
 }
 
 /// One run being observed; [`end`](RunGuard::end) it with its result.
@@ -70,7 +70,7 @@ impl RunObserver {
     pub(crate) fn new(
         service: &'static str,
         metrics: Vec<Arc<EntrypointMetrics>>,
-        waiters: Arc<Observers>,
+        waiters: Arc<Waiters>,
     ) -> Self {
         RunObserver {
             service,

@@ -57,7 +57,7 @@ impl<S: Service> Container<S> {
             S::NAME,
             entrypoint,
             caller,
-            self.settings.parent_calls_tracked,
+            self.limits.parent_calls_tracked,
         );
         let (observed, span) = self.observer.begin(id.index(), entrypoint, &ctx);
         let deps = if self.worker_hooks {

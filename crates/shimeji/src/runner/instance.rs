@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
-use crate::container::{Container, Settings, StartError};
+use crate::container::{Container, Limits, StartError};
 use crate::dependency::{Extensions, SetupContext};
 use crate::extension::{RunnerExtensions, Shared};
 use crate::service::Service;
@@ -41,12 +41,12 @@ impl<S: Service> Pending for Instance<S> {
         Box::pin(async move {
             let container = Container::new(
                 self.0,
-                Settings {
+                Limits {
                     max_workers: runner.config.max_workers(),
                     parent_calls_tracked: runner.config.parent_calls_tracked(),
                     drain_timeout: runner.config.drain_timeout(),
-                    observers: runner.observers.clone(),
                 },
+                runner.waiters.clone(),
             );
             let setup = SetupContext::new(S::NAME, runner.transport.clone(), runner.config.clone())
                 .with_extensions(values.clone());

@@ -31,7 +31,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::container::{Observers, StartError};
+use crate::container::{StartError, Waiters};
 use crate::dependency::Extensions;
 use crate::extension::Shared;
 use crate::health::{Health, Stage};
@@ -144,7 +144,7 @@ impl ServiceRunner {
             config: Arc::new(self.config),
             health: Health::new(transport.clone()),
             transport,
-            observers: Observers::new(),
+            waiters: Waiters::new(),
         };
         let mut running = RunningServices::new(shared, extensions);
         if let Err(e) = running.start(self.pending).await {

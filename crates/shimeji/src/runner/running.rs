@@ -95,7 +95,7 @@ impl RunningServices {
     /// # running.stop().await; Ok(()) }
     /// ```
     pub fn entrypoint_waiter(&self, service: &str, entrypoint: &str) -> EntrypointWaiter {
-        EntrypointWaiter::new(self.shared.observers.clone(), service, entrypoint)
+        EntrypointWaiter::new(self.shared.waiters.clone(), service, entrypoint)
     }
 
     /// Serves until SIGTERM or Ctrl-C, then stops gracefully.

@@ -5,27 +5,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-use crate::container::{Finished, Observers};
+use crate::container::{Finished, Waiters};
 
 /// Waits for an entrypoint to finish; see [`RunningServices::entrypoint_waiter`](super::RunningServices::entrypoint_waiter).
 pub struct EntrypointWaiter {
     service: String,
     entrypoint: String,
     finished: broadcast::Receiver<Finished>,
-    observers: Arc<Observers>,
+    waiters: Arc<Waiters>,
 }
 
 impl EntrypointWaiter {
-    /// A waiter for the next run of `service.entrypoint` that `observers`
+    /// A waiter for the next run of `service.entrypoint` that `waiters`
     /// announce from now on.
-    pub(crate) fn new(observers: Arc<Observers>, service: &str, entrypoint: &str) -> Self {
-        let finished = observers.finished.subscribe();
-        observers.watching.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn new(waiters: Arc<Waiters>, service: &str, entrypoint: &str) -> Self {
+        let finished = waiters.finished.subscribe();
+        waiters.watching.fetch_add(1, Ordering::Relaxed);
         EntrypointWaiter {
             service: service.to_string(),
             entrypoint: entrypoint.to_string(),
             finished,
-            observers,
+            waiters,
         }
     }
 
@@ -55,7 +55,7 @@ impl EntrypointWaiter {
 
 impl Drop for EntrypointWaiter {
     fn drop(&mut self) {
-        self.observers.watching.fetch_sub(1, Ordering::Relaxed);
+        self.waiters.watching.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
