@@ -24,9 +24,10 @@ out=target/revisions
 mkdir -p "$out"
 base_commit=$(git rev-parse --short "$base_rev")
 # BASE_TREE / BASE_TARGET: a checkout of BASE and a target directory
-# already built from it, to reuse.
+# already built from it, to reuse; NEW_TARGET: the work tree's.
 base_tree=${BASE_TREE:-"$root/$out/tree-$base_commit"}
 base_target=${BASE_TARGET:-"$root/$out/target-base"}
+new_target=${NEW_TARGET:-"$root/target"}
 
 if [ ! -d "$base_tree" ]; then
   git worktree add --detach "$base_tree" "$base_commit" >/dev/null
@@ -43,7 +44,7 @@ build() {
 echo "== building $base_commit (base) and the work tree (new) in release mode"
 declare -A exe
 while read -r name path; do exe[base-$name]=$path; done < <(build "$base_tree" "$base_target")
-while read -r name path; do exe[new-$name]=$path; done < <(build "$root" "$root/target")
+while read -r name path; do exe[new-$name]=$path; done < <(build "$root" "$new_target")
 for k in base-compare base-memory new-compare new-memory; do
   [ -n "${exe[$k]:-}" ] || { echo "no executable for $k: see $out/build-*.log" >&2; exit 1; }
 done
