@@ -68,10 +68,11 @@ for line in sys.stdin:
     # A bench id is group/name; a long one stands on a line of its own.
     if line.strip() and not line[0].isspace() and "time:" not in line and "/" in line.split()[0]:
         name = line.split()[0]
-    m = re.search(r"(\S+)\s+time:\s+\[\S+ \S+ (\S+) (\S+)", line)
-    if m and m.group(1) != "time:":
+    m = re.search(r"(\S+)\s+time:\s+\[", line)
+    if m and m.group(1) not in ("time:", "change:"):
         name = m.group(1)
-    m2 = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+)", line)
+    # (criterion also prints "change: time: [-1.2% …]" against its last run)
+    m2 = re.search(r"time:\s+\[\S+ (?:ps|ns|µs|us|ms|s) (\S+) (ps|ns|µs|us|ms|s)\b", line)
     if m2 and name:
         value, unit = float(m2.group(1)), m2.group(2)
         scale = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
