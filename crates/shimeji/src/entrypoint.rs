@@ -35,11 +35,13 @@ pub struct EntrypointId(u16);
 
 impl EntrypointId {
     /// The entrypoint at `index` in the service's declaration order.
+    #[inline]
     pub const fn new(index: u16) -> Self {
         EntrypointId(index)
     }
 
     /// Its position in the service's declaration order.
+    #[inline]
     pub const fn index(self) -> usize {
         self.0 as usize
     }

@@ -80,12 +80,18 @@ impl RunObserver {
     }
 
     /// Whether metrics are recorded for this instance.
+    #[inline]
     pub(crate) fn is_measured(&self) -> bool {
         !self.metrics.is_empty()
     }
 
     /// Starts observing run `index` of `entrypoint` in worker context
     /// `ctx`: returns the span to run it in.
+    ///
+    /// `#[inline]`: `Container::run` is generic, so it is compiled in the
+    /// crate that names the service; without the hint every run would pay
+    /// a call into this crate that the compiler cannot inline.
+    #[inline]
     pub(crate) fn begin(
         &self,
         index: usize,
@@ -105,6 +111,7 @@ impl RunObserver {
 
     /// One span per entrypoint run, built only when a subscriber listens
     /// at INFO: the hot path pays a relaxed load otherwise.
+    #[inline]
     fn span(&self, entrypoint: &'static str, ctx: &WorkerContext) -> tracing::Span {
         if !(tracing::dispatcher::has_been_set() && tracing::level_enabled!(tracing::Level::INFO)) {
             return tracing::Span::none();
@@ -132,6 +139,7 @@ impl RunObserver {
 impl RunGuard<'_> {
     /// Records the run's outcome: its metrics, its OTLP span, and the
     /// waiters that listen.
+    #[inline]
     pub(crate) fn end<T>(self, ctx: &WorkerContext, result: &Result<T, RemoteError>) {
         let RunGuard {
             observer,
