@@ -822,6 +822,7 @@ fn count_dispatched(source: &'static str, event_type: &str) -> bool {
 
 /// Counts one reconnection of `transport`. Counted whether recording is on
 /// or not: it is rare, and a scrape after turning recording on should see it.
+#[cfg(feature = "amqp")]
 pub(crate) fn reconnected(transport: &'static str) {
     let mut all = lock(&global().reconnects);
     match all.iter_mut().find(|(t, _)| *t == transport) {
@@ -832,6 +833,7 @@ pub(crate) fn reconnected(transport: &'static str) {
 
 /// Counts one message `transport` gave up on, for `reason` (a fixed set:
 /// see the table above). Counted whether recording is on or not: it is rare.
+#[cfg(feature = "amqp")]
 pub(crate) fn dropped(transport: &'static str, reason: &'static str) {
     let mut all = lock(&global().dropped);
     match all.iter_mut().find(|(k, _)| *k == (transport, reason)) {
@@ -874,6 +876,7 @@ impl WebSocketClose {
 
 /// Counts one WebSocket closed. Counted whether recording is on or not,
 /// like reconnections: it is rare next to calls.
+#[cfg(feature = "http")]
 pub(crate) fn websocket_closed(reason: WebSocketClose) {
     global().websocket_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
 }
