@@ -327,6 +327,7 @@ impl RunningServices {
 
     /// The address the web server listens on, when one runs.
     #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn web_address(&self) -> Option<std::net::SocketAddr> {
         self.web.as_ref().map(|w| w.address)
     }
@@ -334,6 +335,7 @@ impl RunningServices {
     /// The address `/metrics` and `/health/*` are served on, when
     /// `METRICS_ADDRESS` is set.
     #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
         self.ops.as_ref().map(|w| w.address)
     }

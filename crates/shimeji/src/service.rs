@@ -105,10 +105,12 @@ pub trait Service: Send + Sync + 'static {
     const WEBSOCKET_RPC: bool = false;
     /// Its HTTP entrypoints.
     #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     const HTTP_ROUTES: &'static [crate::http::HttpRouteSpec] = &[];
 
     /// Runs HTTP entrypoint `name` for a request.
     #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     fn dispatch_http(
         &self,
         name: &'static str,

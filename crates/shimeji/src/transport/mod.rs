@@ -21,6 +21,7 @@ use crate::payload::Payload;
 use crate::service::{EventHandlerSpec, HandlerType};
 
 #[cfg(feature = "amqp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
 pub mod amqp;
 pub mod memory;
 
