@@ -15,6 +15,10 @@ cd "$(dirname "$0")/.."
 AMQP_URI_FOR_EXAMPLES="${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672}"
 unset AMQP_URI WEB_SERVER_ADDRESS METRICS_ADDRESS RUST_LOG
 
+if ! command -v curl >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
+fi
+
 echo "-- build"
 cargo build --quiet --workspace --all-features --examples --bins
 target=$(cargo metadata --format-version 1 --no-deps |
