@@ -9,7 +9,7 @@ use amqprs::BasicProperties;
 use serde_json::{json, Value};
 use shimeji::context::{self, WorkerContext};
 use shimeji::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn uri() -> String {
@@ -233,47 +233,37 @@ async fn trace_context_travels_in_the_traceparent_header() {
     running.stop().await;
 }
 
-/// Records events per handler type and instance.
-type Log = Arc<Mutex<Vec<(&'static str, usize, Value)>>>;
-
-macro_rules! listener {
-    ($ty:ident, $name:literal, $kind:literal, $($attr:tt)*) => {
-        #[derive(Dependencies)]
-        struct $ty {
-            instance: usize,
-            log: Log,
-        }
-        #[service(name = $name)]
-        impl $ty {
-            #[event_handler($($attr)*)]
-            async fn on_shouted(&self, payload: Value) {
-                self.log.lock().unwrap().push(($kind, self.instance, payload));
-            }
-        }
-    };
-}
-
-listener!(PoolListener, "amqp_pool", "pool", "amqp_calc", "shouted");
-listener!(
+support::event_log_service!(
+    PoolListener,
+    "amqp_pool",
+    "pool",
+    on_shouted,
+    "amqp_calc",
+    "shouted"
+);
+support::event_log_service!(
     SingleListener,
     "amqp_single",
     "singleton",
+    on_shouted,
     "amqp_calc",
     "shouted",
     handler_type = "singleton"
 );
-listener!(
+support::event_log_service!(
     SingleListener2,
     "amqp_single2",
     "singleton",
+    on_shouted,
     "amqp_calc",
     "shouted",
     handler_type = "singleton"
 );
-listener!(
+support::event_log_service!(
     BroadcastListener,
     "amqp_broadcast",
     "broadcast",
+    on_shouted,
     "amqp_calc",
     "shouted",
     handler_type = "broadcast"
@@ -281,7 +271,7 @@ listener!(
 
 #[tokio::test]
 async fn events_follow_each_handler_type_across_instances() {
-    let log: Log = Arc::default();
+    let log: support::EventLog = Arc::default();
     let mut runner = ServiceRunner::with_config(config()).service(Calc::default());
     for instance in 0..2 {
         runner = runner
@@ -435,20 +425,9 @@ async fn bad_input_on_the_wire_is_answered_or_rejected_and_the_service_keeps_ser
     assert!(none.is_none());
     // Other tests' calls to amqp_calc (a 2 s `sleep`) may be in the queue
     // for a while; the rejected message must not stay there.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = support::queues(&uri())
-            .into_iter()
-            .find(|(n, _, _)| n == "rpc-amqp_calc")
-            .map(|(_, messages, _)| messages);
-        if left == Some(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the message must not stay in the queue: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Err(left) = support::until_empty(&uri(), "rpc-amqp_calc", Duration::from_secs(15)).await
+    {
+        panic!("the message must not stay in the queue: {left:?}");
     }
     // A request without a content type is read as JSON, Nameko's default.
     let reply = raw_request(
@@ -467,7 +446,7 @@ async fn bad_input_on_the_wire_is_answered_or_rejected_and_the_service_keeps_ser
 #[tokio::test]
 async fn each_connection_names_its_service() {
     let running = start_calc().await;
-    let vhost = uri().rsplit('/').next().unwrap().to_string();
+    let vhost = support::vhost(&uri());
     let listing = support::ctl(&["list_connections", "-q", "vhost", "client_properties"]);
     let mine: Vec<&str> = listing.lines().filter(|l| l.starts_with(&vhost)).collect();
     assert!(
@@ -555,20 +534,9 @@ async fn every_request_is_acked_while_the_service_runs() {
     {
         assert_eq!(result.unwrap(), n as u64);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = support::queues(&uri())
-            .into_iter()
-            .find(|(name, _, _)| name == "rpc-amqp_acks")
-            .map(|(_, messages, _)| messages);
-        if left == Some(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rpc-amqp_acks still holds {left:?} messages (unacked) 10 s after the last reply"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Err(left) = support::until_empty(&uri(), "rpc-amqp_acks", Duration::from_secs(10)).await
+    {
+        panic!("rpc-amqp_acks still holds {left:?} messages (unacked) 10 s after the last reply");
     }
     running.stop().await;
 }

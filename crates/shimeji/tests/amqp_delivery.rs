@@ -8,9 +8,6 @@
 mod support;
 
 use shimeji::prelude::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 const CHILD: &str = "SHIMEJI_DELIVERY_CHILD_URI";
@@ -46,39 +43,15 @@ fn serve_in_child(uri: String) {
     });
 }
 
-struct Instance {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-fn spawn_instance(uri: &str) -> Instance {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "a_killed_instance_has_its_request_redelivered",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(CHILD, uri)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn an instance");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let instance = Instance { child, lines };
-    loop {
-        match instance.lines.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains("ready") => return instance,
-            Ok(_) => continue,
-            Err(e) => panic!("an instance did not start: {e}"),
-        }
-    }
+/// Starts an instance of `amqp_crashy` in a child process, and waits until
+/// it serves.
+fn spawn_instance(uri: &str) -> support::TestChild {
+    let mut instance = support::spawn_test(
+        "a_killed_instance_has_its_request_redelivered",
+        &[(CHILD, uri)],
+    );
+    instance.wait_for("ready", Duration::from_secs(30), |l| l.contains("ready"));
+    instance
 }
 
 #[test]
@@ -121,14 +94,14 @@ fn a_killed_instance_has_its_request_redelivered() {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let victim_pid = instances[victim].child.id();
+    let victim_pid = instances[victim].id();
     instances[victim]
-        .child
+        .process
         .kill()
         .expect("kill -9 the instance");
-    let _ = instances[victim].child.wait();
+    let _ = instances[victim].process.wait();
 
-    let survivor_pid = instances[1 - victim].child.id();
+    let survivor_pid = instances[1 - victim].id();
     let answered_by = rt
         .block_on(call)
         .unwrap()
@@ -136,11 +109,9 @@ fn a_killed_instance_has_its_request_redelivered() {
     assert_eq!(answered_by, survivor_pid, "the victim was {victim_pid}");
 
     rt.block_on(running.stop());
-    let survivor = &mut instances[1 - victim].child;
-    let _ = Command::new("kill")
-        .args(["-TERM", &survivor.id().to_string()])
-        .status();
-    let _ = survivor.wait();
+    let survivor = &mut instances[1 - victim];
+    survivor.signal("TERM");
+    let _ = survivor.process.wait();
 }
 
 #[derive(Dependencies)]
@@ -164,12 +135,12 @@ async fn the_prefetch_equals_max_workers() {
     .start()
     .await
     .unwrap();
-    let vhost = uri.rsplit('/').next().unwrap();
+    let vhost = support::vhost(&uri);
     let consumers = support::ctl(&[
         "list_consumers",
         "-q",
         "-p",
-        vhost,
+        &vhost,
         "queue_name",
         "prefetch_count",
     ]);

@@ -92,11 +92,7 @@ async fn consume(channel: &Channel, key: &str) -> UnboundedReceiver<ConsumerMess
 }
 
 fn request_props(reply_to: &str, headers: Option<FieldTable>) -> BasicProperties {
-    let mut props = BasicProperties::default();
-    props
-        .with_content_type("application/json")
-        .with_correlation_id("corr-1")
-        .with_reply_to(reply_to);
+    let mut props = support::request_props(reply_to, "corr-1");
     if let Some(headers) = headers {
         props.with_headers(headers);
     }
@@ -169,10 +165,7 @@ fn ready(prefix: &str) -> u64 {
 
 /// A counter's value in the scrape, 0 when absent.
 fn scraped(series: &str) -> u64 {
-    shimeji::metrics::render()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+    support::sample(&shimeji::metrics::render(), series).map_or(0, |n| n as u64)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -357,7 +350,7 @@ async fn a_reply_with_headers_nested_5000_deep_does_not_kill_the_caller() {
     let lane: LaneClient = caller.client();
     assert_eq!(lane.fast(1).await.expect("a first call"), 1);
     // The caller's reply queue is bound to the RPC exchange by its reply key.
-    let vhost = uri().rsplit('/').next().unwrap_or_default().to_string();
+    let vhost = support::vhost(&uri());
     let bindings = support::ctl(&[
         "list_bindings",
         "-q",
@@ -394,7 +387,7 @@ impl Drop for UserGuard {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_password_with_reserved_characters_works_percent_encoded() {
     let uri = uri();
-    let vhost = uri.rsplit('/').next().unwrap_or_default().to_string();
+    let vhost = support::vhost(&uri);
     let user = format!("hardening-{}", std::process::id());
     let password = "Sx1/Ty2@Uz3:Vw4%Xq5";
     let _guard = UserGuard(user.clone());

@@ -2,10 +2,13 @@
 //! transport: `shimeji_workers_waiting` counts work waiting for a free
 //! worker, and `/health/ready` answers 503 while the services start.
 
+mod support;
+
 use shimeji::prelude::*;
 use shimeji::Dependency;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::sample;
 
 /// A free local port for `METRICS_ADDRESS`.
 fn free_address() -> String {
@@ -19,12 +22,6 @@ async fn get(url: &str) -> Option<(u16, String)> {
     let response = reqwest::get(url).await.ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
-}
-
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[derive(Dependencies)]

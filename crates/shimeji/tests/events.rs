@@ -2,13 +2,15 @@
 //! several instances of the handling services in one process, and reliable
 //! delivery.
 
+mod support;
+
 use serde_json::{json, Value};
 use shimeji::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Who handled what: (service, instance number, payload).
-type Log = Arc<Mutex<Vec<(&'static str, usize, Value)>>>;
+type Log = support::EventLog;
 
 fn log() -> Log {
     Arc::new(Mutex::new(Vec::new()))
@@ -18,49 +20,39 @@ fn taken(log: &Log) -> Vec<(&'static str, usize, Value)> {
     log.lock().unwrap().clone()
 }
 
-macro_rules! handler_service {
-    ($ty:ident, $name:literal, $($attr:tt)*) => {
-        #[derive(Dependencies)]
-        struct $ty {
-            instance: usize,
-            log: Log,
-        }
-
-        #[service(name = $name)]
-        impl $ty {
-            #[event_handler($($attr)*)]
-            async fn handle(&self, payload: Value) {
-                self.log.lock().unwrap().push(($name, self.instance, payload));
-            }
-        }
-    };
-}
-
-handler_service!(PoolA, "pool_a", "shop", "sold");
-handler_service!(
+support::event_log_service!(PoolA, "pool_a", "pool_a", handle, "shop", "sold");
+support::event_log_service!(
     PoolB,
     "pool_b",
+    "pool_b",
+    handle,
     "shop",
     "sold",
     handler_type = "service_pool"
 );
-handler_service!(
+support::event_log_service!(
     SingleA,
     "single_a",
+    "single_a",
+    handle,
     "shop",
     "sold",
     handler_type = "singleton"
 );
-handler_service!(
+support::event_log_service!(
     SingleB,
     "single_b",
+    "single_b",
+    handle,
     "shop",
     "sold",
     handler_type = "singleton"
 );
-handler_service!(
+support::event_log_service!(
     Everyone,
     "everyone",
+    "everyone",
+    handle,
     "shop",
     "sold",
     handler_type = "broadcast"

@@ -1,10 +1,13 @@
 //! HTTP and WebSocket entrypoints against a real server on loopback.
 
-use futures::{SinkExt, StreamExt};
+mod support;
+
+use futures::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shimeji::http::{HeaderMap, Json, Path, Query, Status, WebSocketHub};
 use shimeji::prelude::*;
+use support::next_json;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, thiserror::Error, Exception)]
@@ -248,21 +251,6 @@ async fn bad_input_gets_400_413_and_404() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "NotFound");
     running.stop().await;
-}
-
-async fn next_json(
-    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
-) -> Value {
-    loop {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("socket open")
-            .expect("a frame");
-        if let Message::Text(text) = msg {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
 }
 
 #[tokio::test]

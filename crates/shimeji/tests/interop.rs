@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use shimeji::context;
 use shimeji::prelude::*;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const INTEROP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop");
@@ -69,41 +69,31 @@ impl RustEcho {
     }
 }
 
-type Log = Arc<Mutex<Vec<(&'static str, usize, Value)>>>;
-
-macro_rules! python_listener {
-    ($ty:ident, $name:literal, $kind:literal, $($attr:tt)*) => {
-        #[derive(Dependencies)]
-        struct $ty {
-            instance: usize,
-            log: Log,
-        }
-        #[service(name = $name)]
-        impl $ty {
-            #[event_handler("pyevents", "ping", $($attr)*)]
-            async fn on_ping(&self, payload: Value) {
-                self.log.lock().unwrap().push(($kind, self.instance, payload));
-            }
-        }
-    };
-}
-
-python_listener!(
+support::event_log_service!(
     PoolListener,
     "rust_pool",
     "service_pool",
+    on_ping,
+    "pyevents",
+    "ping",
     handler_type = "service_pool"
 );
-python_listener!(
+support::event_log_service!(
     SingleListener,
     "rust_single",
     "singleton",
+    on_ping,
+    "pyevents",
+    "ping",
     handler_type = "singleton"
 );
-python_listener!(
+support::event_log_service!(
     BroadcastListener,
     "rust_broadcast",
     "broadcast",
+    on_ping,
+    "pyevents",
+    "ping",
     handler_type = "broadcast"
 );
 
@@ -183,7 +173,7 @@ async fn nameko_and_shimeji_interoperate() {
             .expect("start nameko run"),
     );
 
-    let log: Log = Arc::default();
+    let log: support::EventLog = Arc::default();
     let mut runner = ServiceRunner::with_config(Config::new().set("AMQP_URI", uri.clone()))
         .service(RustEcho::default());
     for instance in 0..2 {

@@ -85,7 +85,7 @@ fn references(code: &str) -> Vec<String> {
         let after = &rest[i + "crate::".len()..];
         let before = rest[..i].chars().last();
         // `$crate::` in a macro is the crate itself, as `crate::` is.
-        if before.is_none_or(|c| !c.is_alphanumeric() && c != '_') || before == Some('$') {
+        if before.map_or(true, |c| !c.is_alphanumeric() && c != '_') || before == Some('$') {
             let name: String = after
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_')

@@ -2,9 +2,12 @@
 //! peer sends (method names, error types, event types made at run time)
 //! adds a series.
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+mod support;
+
+use futures::SinkExt;
+use serde_json::json;
 use shimeji::prelude::*;
+use support::{connect_ws, next_json};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The tests here compare whole scrapes: one at a time.
@@ -86,10 +89,9 @@ fn series(text: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// The value of sample `series` (0 when absent).
+/// A series' value in the scrape, 0 when absent.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    support::sample(text, series).unwrap_or(0.0)
 }
 
 /// Asserts that each series grew by its count between two scrapes.
@@ -111,28 +113,12 @@ fn outcomes(text: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-async fn next_json(
-    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
-) -> Value {
-    loop {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("socket open")
-            .expect("a frame");
-        if let Message::Text(text) = msg {
-            return serde_json::from_str(&text).expect("a JSON frame");
-        }
-    }
-}
-
 #[tokio::test]
 async fn unknown_methods_over_the_websocket_add_no_series() {
     let _one = SCRAPES.lock().await;
     let running = metered().service(Desk).start().await.unwrap();
     let url = format!("ws://{}/ws", running.web_address().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    next_json(&mut ws).await;
+    let mut ws = connect_ws(&url).await;
     let call = |method: String, id: usize| {
         Message::Text(
             json!({"method": method, "data": {}, "correlation_id": id})

@@ -1,6 +1,8 @@
 //! Observability: trace context across hops, request ids at the HTTP edge,
 //! the Prometheus endpoint, health and readiness.
 
+mod support;
+
 use serde_json::{json, Value};
 use shimeji::context;
 use shimeji::http::Json;
@@ -301,10 +303,9 @@ async fn get(url: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// A series' value in the scrape; fails the test when it is absent.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample `{series}` in:\n{text}"))
+    support::sample(text, series).unwrap_or_else(|| panic!("no sample `{series}` in:\n{text}"))
 }
 
 /// `METRICS_ADDRESS` on a port another socket holds: a listen error naming

@@ -15,20 +15,16 @@
 
 mod support;
 
-use amqprs::channel::{
-    BasicConsumeArguments, BasicPublishArguments, Channel, ConsumerMessage,
-    ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
-};
-use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::channel::{BasicPublishArguments, Channel, ConsumerMessage};
+use amqprs::connection::Connection;
 use amqprs::{BasicProperties, FieldName, FieldTable, FieldValue};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use shimeji::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Set in a child: the AMQP URI to serve on.
@@ -93,9 +89,8 @@ fn as_child() -> bool {
 
 /// A service instance in a child process, and what it printed.
 struct Instance {
-    child: Child,
+    child: support::TestChild,
     pid: u32,
-    lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
@@ -120,70 +115,39 @@ impl Instance {
     }
 
     fn start(test: &str, uri: &str, config: &str) -> Instance {
-        let mut child = Command::new(std::env::current_exe().expect("this test binary"))
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD, uri)
-            .env(CHILD_CONFIG, config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn an instance");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let child = support::spawn_test(test, &[(CHILD, uri), (CHILD_CONFIG, config)]);
         let pid = child.id();
         Instance {
             child,
             pid,
-            lines,
             seen: Vec::new(),
         }
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.lines.recv_timeout(Duration::from_millis(100)) {
-                // After the test harness's "test … " with no newline.
-                Ok(line) if line.contains("ready ") => return,
-                Ok(line) => self.seen.push(line),
-                Err(_) if Instant::now() > deadline => {
-                    panic!("an instance did not start within 30 s: {:?}", self.seen)
-                }
-                Err(_) => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        panic!("an instance exited with {status} before serving")
-                    }
-                }
-            }
-        }
+        // After the test harness's "test … " with no newline.
+        let before = self
+            .child
+            .wait_for("ready", Duration::from_secs(30), |l| l.contains("ready "));
+        self.seen.extend(before);
     }
 
     /// Takes in every line printed so far.
     fn read(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
+        self.seen.extend(self.child.lines.try_iter());
     }
 
     /// Takes in every line until none comes for 200 ms: after a load, the
     /// last lines may still be on their way through the pipe.
     fn settle(&mut self) {
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(line);
-        }
+        let lines = self.child.lines_until_quiet(Duration::from_millis(200));
+        self.seen.extend(lines);
     }
 
     /// Takes in every line until the child's stdout closes (it exited).
     fn read_to_end(&mut self) {
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
+        let lines = self.child.lines_until_quiet(Duration::from_secs(5));
+        self.seen.extend(lines);
     }
 
     /// The request ids this instance started work on, with how many times.
@@ -202,22 +166,22 @@ impl Instance {
 
     /// Sends `signal` (`TERM`, …) with kill(1).
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {} failed", self.pid);
+        assert!(
+            self.child.signal(signal),
+            "kill -{signal} {} failed",
+            self.pid
+        );
     }
 
     /// Kills it with SIGKILL and reaps it.
     fn kill9(&mut self) {
-        self.child.kill().expect("kill -9 the instance");
-        let _ = self.child.wait();
+        self.child.process.kill().expect("kill -9 the instance");
+        let _ = self.child.process.wait();
     }
 
     /// Its exit status, when it has exited.
     fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.child.process.try_wait().ok().flatten()
     }
 
     /// Waits up to `within` for it to exit.
@@ -247,15 +211,6 @@ fn duplicates(instances: &[&Instance]) -> usize {
     seen.values().map(|n| *n as usize - 1).sum()
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 // ---------------------------------------------------------------- the suite
 
 /// One test at a time: the broker test stops the broker for everyone.
@@ -283,23 +238,11 @@ async fn caller(uri: &str) -> (RunningServices, ReliableClient) {
     (running, client)
 }
 
-fn vhost(uri: &str) -> String {
-    uri.rsplit('/').next().unwrap_or("/").to_string()
-}
-
-/// Messages (ready and unacked) in the queue of `reliable`.
-fn queued(uri: &str) -> Option<u64> {
-    support::queues(uri)
-        .into_iter()
-        .find(|(name, _, _)| name == "rpc-reliable")
-        .map(|(_, messages, _)| messages)
-}
-
 /// Waits up to 10 s for the queue of `reliable` to hold nothing.
 fn assert_queue_empties(uri: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = queued(uri);
+        let left = support::messages(uri, "rpc-reliable");
         if left == Some(0) {
             return;
         }
@@ -633,7 +576,7 @@ fn close_all_connections(uri: &str) -> &'static str {
         support::ctl(&[
             "close_all_connections",
             "-p",
-            &vhost(uri),
+            &support::vhost(uri),
             "reliability test: connections closed",
         ]);
         "this virtual host"
@@ -648,11 +591,11 @@ fn close_all_connections(uri: &str) -> &'static str {
 
 /// How many times this process's AMQP connections reconnected.
 fn reconnects() -> u64 {
-    shimeji::metrics::render()
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"shimeji_transport_reconnects_total{transport="amqp"} "#))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    support::sample(
+        &shimeji::metrics::render(),
+        r#"shimeji_transport_reconnects_total{transport="amqp"}"#,
+    )
+    .map_or(0, |n| n as u64)
 }
 
 /// Calls until one succeeds, or fails the test after `within`; how long
@@ -764,31 +707,6 @@ fn close_all_connections_under_load() {
 
 // ------------------------------------------------- stop_app / start_app
 
-/// The broker application is stopped while this lives, and started again
-/// when it drops, whatever happens in between (a failed assertion included).
-struct BrokerStopped;
-
-impl BrokerStopped {
-    fn stop() -> BrokerStopped {
-        support::ctl(&["stop_app"]);
-        BrokerStopped
-    }
-}
-
-impl Drop for BrokerStopped {
-    fn drop(&mut self) {
-        let started = Command::new("rabbitmqctl").arg("start_app").output();
-        let ready = Command::new("rabbitmqctl").arg("await_startup").output();
-        if !matches!((&started, &ready), (Ok(s), Ok(r)) if s.status.success() && r.status.success())
-        {
-            eprintln!(
-                "could not start the broker again ({started:?}, {ready:?}): \
-                 run `rabbitmqctl start_app` by hand"
-            );
-        }
-    }
-}
-
 /// The broker application stops and starts again under load while an
 /// instance and a caller are connected. Calls during the outage fail with
 /// a clear error; afterwards both reconnect and every call is answered.
@@ -817,7 +735,7 @@ fn broker_stop_and_start_with_services_running() {
     std::thread::sleep(Duration::from_millis(500));
     let down_at = Instant::now();
     {
-        let _broker = BrokerStopped::stop();
+        let _broker = support::stop_broker();
         std::thread::sleep(Duration::from_secs(1));
         // `_broker` drops here: start_app, await_startup.
     }
@@ -899,41 +817,12 @@ struct RawPeer {
 
 impl RawPeer {
     async fn connect(uri: &str, kinds: &[&'static str]) -> RawPeer {
-        let mut args = OpenConnectionArguments::try_from(uri).expect("an AMQP URI");
-        args.connection_name("reliability raw peer");
-        let connection = Connection::open(&args).await.expect("connect the raw peer");
-        let channel = connection.open_channel(None).await.expect("a channel");
-        channel
-            .exchange_declare(
-                ExchangeDeclareArguments::new("nameko-rpc", "topic")
-                    .durable(true)
-                    .finish(),
-            )
-            .await
-            .expect("declare nameko-rpc");
+        let (connection, channel) = support::raw_connection(uri, "reliability raw peer").await;
         let mut replies = HashMap::new();
         for kind in kinds {
             let queue = format!("raw-{kind}-{}", uuid::Uuid::new_v4());
-            channel
-                .queue_declare(
-                    QueueDeclareArguments::new(&queue)
-                        .auto_delete(true)
-                        .finish(),
-                )
-                .await
-                .expect("declare a reply queue");
-            channel
-                .queue_bind(QueueBindArguments::new(&queue, "nameko-rpc", &queue))
-                .await
-                .expect("bind the reply queue");
-            let (_, rx) = channel
-                .basic_consume_rx(
-                    BasicConsumeArguments::new(&queue, "")
-                        .manual_ack(false)
-                        .finish(),
-                )
-                .await
-                .expect("consume the reply queue");
+            support::bind_raw_queue(&channel, &queue, &queue, FieldTable::new()).await;
+            let rx = support::consume_raw(&channel, &queue).await;
             replies.insert(*kind, (queue, rx));
         }
         RawPeer {
@@ -1009,16 +898,6 @@ fn header(name: &str) -> FieldName {
     FieldName::try_from(name).expect("a short header name")
 }
 
-/// The properties of a well-formed request from the raw peer.
-fn request_props(reply_to: &str, correlation_id: &str) -> BasicProperties {
-    let mut props = BasicProperties::default();
-    props
-        .with_content_type("application/json")
-        .with_reply_to(reply_to)
-        .with_correlation_id(correlation_id);
-    props.finish()
-}
-
 /// A poison message: what to publish, and the replies it may get.
 struct Poison {
     kind: &'static str,
@@ -1049,7 +928,7 @@ fn poisons(peer: &RawPeer) -> Vec<Poison> {
     };
     poisons.push(with(
         "not_json",
-        request_props(&peer.reply_to("not_json"), &corr("not_json")),
+        support::request_props(&peer.reply_to("not_json"), &corr("not_json")),
         b"{\"args\": [1,".to_vec(),
         "reliable.work",
         &["MalformedRequest"],
@@ -1062,7 +941,7 @@ fn poisons(peer: &RawPeer) -> Vec<Poison> {
     .expect("json");
     poisons.push(with(
         "oversized",
-        request_props(&peer.reply_to("oversized"), &corr("oversized")),
+        support::request_props(&peer.reply_to("oversized"), &corr("oversized")),
         big,
         "reliable.work",
         &["MalformedRequest"],
@@ -1091,7 +970,7 @@ fn poisons(peer: &RawPeer) -> Vec<Poison> {
         // it as malformed is as good.
         &["result", "MalformedRequest"],
     ));
-    let mut pickle = request_props(
+    let mut pickle = support::request_props(
         &peer.reply_to("wrong_content_type"),
         &corr("wrong_content_type"),
     );
@@ -1105,7 +984,7 @@ fn poisons(peer: &RawPeer) -> Vec<Poison> {
     ));
     poisons.push(with(
         "unknown_method",
-        request_props(&peer.reply_to("unknown_method"), &corr("unknown_method")),
+        support::request_props(&peer.reply_to("unknown_method"), &corr("unknown_method")),
         VALID_BODY.to_vec(),
         "reliable.no_such_method",
         &["MethodNotFound"],
@@ -1128,7 +1007,7 @@ fn poisons(peer: &RawPeer) -> Vec<Poison> {
     ] {
         let mut headers = FieldTable::new();
         headers.insert(header("nameko.call_id_stack"), value);
-        let mut props = request_props(&peer.reply_to(kind), &corr(kind));
+        let mut props = support::request_props(&peer.reply_to(kind), &corr(kind));
         props.with_headers(headers);
         poisons.push(with(
             kind,
@@ -1323,7 +1202,7 @@ fn deeply_nested_headers_under_load() {
             .expect("a runtime");
         rt.block_on(async {
             let mut peer = RawPeer::connect(&peer_uri, &["deep"]).await;
-            let mut props = request_props(&peer.reply_to("deep"), "poison-deep");
+            let mut props = support::request_props(&peer.reply_to("deep"), "poison-deep");
             props.with_headers(deeply_nested_headers(DEPTH));
             peer.publish("reliable.work", props.finish(), VALID_BODY.to_vec())
                 .await;

@@ -11,11 +11,10 @@
 //! The test re-runs its own binary as the child, selected by an environment
 //! variable.
 
+mod support;
+
 use shimeji::health::Stage;
 use shimeji::prelude::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 const CHILD: &str = "SHIMEJI_SIGNAL_TEST_CHILD";
@@ -61,6 +60,14 @@ fn child() {
             println!("draining");
         });
         let serving = tokio::spawn(running.run_until_signal());
+        // "ready" only once the runner listens: a signal before that would
+        // end the process the default way. (Bounded, where there is no /proc.)
+        for _ in 0..300 {
+            if catching_stop_signals() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         println!("ready");
         serving.await.unwrap();
         println!("stopped");
@@ -68,54 +75,28 @@ fn child() {
     });
 }
 
-/// The child process, killed if the test fails before it exits.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Whether this process has handlers for SIGINT and SIGTERM: bits 2 and 15
+/// of the `SigCgt` mask in `/proc/self/status` (Linux).
+fn catching_stop_signals() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0 && mask & (1 << (15 - 1)) != 0)
 }
 
 fn parent(test_name: &str, signal: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Killed(
-        Command::new(exe)
-            .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn the child"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.ends_with("ready") => break,
-            Ok(line) => lines.push(line),
-            Err(e) => panic!("the child never got ready ({e}): {lines:?}"),
-        }
-    }
+    let mut child = support::spawn_test(test_name, &[(CHILD, "1")]);
+    let mut lines = child.wait_for("ready", Duration::from_secs(30), |l| l.ends_with("ready"));
     assert!(
         lines.iter().any(|l| l.ends_with("started")) && !lines.iter().any(|l| l.contains("reply")),
         "the call must be in its worker, unanswered, when the signal comes: {lines:?}"
     );
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &child.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
-        lines.push(line);
-    }
-    let exit = child.0.wait().unwrap();
+    assert!(child.signal(signal), "kill -{signal} failed");
+    lines.extend(child.lines_until_quiet(Duration::from_secs(10)));
+    let exit = child.process.wait().unwrap();
     assert!(exit.success(), "child exited with {exit}: {lines:?}");
     // libtest may print its own words before the child's first line.
     let at = |line: &str| lines.iter().position(|l| l.ends_with(line));

@@ -1,12 +1,15 @@
 //! WebSocket connect and disconnect hooks: a service stores data for a
 //! socket, and learns when the socket goes, whichever side closed it.
 
-use futures::{SinkExt, StreamExt};
+mod support;
+
+use futures::SinkExt;
 use serde_json::{json, Value};
 use shimeji::http::{SocketInfo, WebSocketHub};
 use shimeji::prelude::*;
 use std::sync::Mutex;
 use std::time::Duration;
+use support::{next_json, Socket};
 use tokio_tungstenite::tungstenite::Message;
 
 /// One hook run, as the hook saw it.
@@ -130,9 +133,6 @@ impl Presence {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Two instances of the service: their hooks still run once per socket.
 async fn start(config: Config) -> (RunningServices, String) {
     let running = ServiceRunner::with_config(config.set("WEB_SERVER_ADDRESS", "127.0.0.1:0"))
@@ -143,19 +143,6 @@ async fn start(config: Config) -> (RunningServices, String) {
         .unwrap();
     let url = format!("ws://{}/ws", running.web_address().unwrap());
     (running, url)
-}
-
-async fn next_json(ws: &mut Socket) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("socket open")
-            .expect("a frame");
-        if let Message::Text(text) = msg {
-            return serde_json::from_str(&text).expect("a JSON frame");
-        }
-    }
 }
 
 /// Connects; returns the socket and its id.

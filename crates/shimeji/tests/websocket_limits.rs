@@ -1,12 +1,15 @@
 //! The WebSocket hub's bounds: message size, requests in flight per
 //! socket, the send queue of a client that does not read, allowed origins.
 
+mod support;
+
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use shimeji::http::WebSocketHub;
 use shimeji::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use support::{connect_ws, next_json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -74,29 +77,6 @@ async fn start(config: Config) -> (RunningServices, String) {
     (running, url)
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(url: &str) -> Socket {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let hello = next_json(&mut ws).await;
-    assert_eq!(hello["event"], "connected");
-    ws
-}
-
-async fn next_json(ws: &mut Socket) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("socket open")
-            .expect("a frame");
-        if let Message::Text(text) = msg {
-            return serde_json::from_str(&text).expect("a JSON frame");
-        }
-    }
-}
-
 fn call(method: &str, data: Value, id: usize) -> Message {
     Message::Text(
         json!({"method": method, "data": data, "correlation_id": id})
@@ -130,8 +110,8 @@ async fn wait_closed(reason: &str, before: f64) -> f64 {
 async fn an_oversized_message_closes_its_socket_and_the_server_serves_on() {
     // The message limit defaults to `max_body_size`.
     let (running, url) = start(Config::new().set("max_body_size", 4096)).await;
-    let mut other = connect(&url).await;
-    let mut big = connect(&url).await;
+    let mut other = connect_ws(&url).await;
+    let mut big = connect_ws(&url).await;
     let before = closed("message_too_large");
 
     let text = "y".repeat(8 * 1024);
@@ -160,7 +140,7 @@ async fn an_oversized_message_closes_its_socket_and_the_server_serves_on() {
         .await
         .unwrap();
     assert_eq!(next_json(&mut other).await["data"], text);
-    let mut new = connect(&url).await;
+    let mut new = connect_ws(&url).await;
     new.send(call("ws_lim.echo", json!({ "text": "hi" }), 3))
         .await
         .unwrap();
@@ -176,7 +156,7 @@ async fn websocket_max_message_size_overrides_the_body_limit() {
             .set("websocket_max_message_size", 64 * 1024),
     )
     .await;
-    let mut ws = connect(&url).await;
+    let mut ws = connect_ws(&url).await;
     let text = "y".repeat(8 * 1024);
     ws.send(call("ws_lim.echo", json!({ "text": text }), 1))
         .await
@@ -193,7 +173,7 @@ async fn at_most_max_in_flight_requests_of_one_socket_run_at_once() {
             .set("max_workers", 50),
     )
     .await;
-    let mut ws = connect(&url).await;
+    let mut ws = connect_ws(&url).await;
     const N: usize = 12;
     for i in 0..N {
         ws.feed(call("ws_lim.hold", json!({}), i)).await.unwrap();
@@ -216,7 +196,7 @@ async fn at_most_max_in_flight_requests_of_one_socket_run_at_once() {
 #[tokio::test]
 async fn a_client_that_does_not_read_is_closed_and_counted() {
     let (running, url) = start(Config::new().set("websocket_send_queue", 8)).await;
-    let mut ws = connect(&url).await;
+    let mut ws = connect_ws(&url).await;
     let before = closed("slow_consumer");
     // 2000 pushes of 32 KiB (64 MiB), which this client never reads.
     const N: usize = 2000;
@@ -247,7 +227,7 @@ async fn a_client_that_does_not_read_is_closed_and_counted() {
     .await;
     assert!(ended.is_ok(), "the socket is closed");
     // The server serves others.
-    let mut new = connect(&url).await;
+    let mut new = connect_ws(&url).await;
     new.send(call("ws_lim.echo", json!({ "text": "hi" }), 2))
         .await
         .unwrap();
@@ -277,7 +257,7 @@ async fn an_upgrade_from_an_origin_not_allowed_gets_403() {
         .expect("the allowed origin connects");
     assert_eq!(next_json(&mut ws).await["event"], "connected");
     // No `Origin` at all: no browser, let in.
-    connect(&url).await;
+    connect_ws(&url).await;
     running.stop().await;
 }
 

@@ -77,6 +77,7 @@ mod events;
 mod global;
 pub(crate) mod handover;
 mod histogram;
+#[cfg(feature = "amqp")]
 mod transport;
 mod websocket;
 mod workers;

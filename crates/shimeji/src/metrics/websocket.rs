@@ -1,8 +1,5 @@
 //! WebSockets the HTTP server closed, by reason.
 
-use super::global;
-use std::sync::atomic::Ordering;
-
 /// Why the server closed a WebSocket: the `reason` label of
 /// `shimeji_websocket_closed_total`, a fixed set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +36,8 @@ impl WebSocketClose {
 
 /// Counts one WebSocket closed. Counted whether recording is on or not,
 /// like reconnections: it is rare next to calls.
+#[cfg(feature = "http")]
 pub(crate) fn websocket_closed(reason: WebSocketClose) {
-    global().websocket_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    use std::sync::atomic::Ordering;
+    super::global().websocket_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
 }

@@ -35,6 +35,7 @@ impl RunningServices {
 
     /// The address the web server listens on, when one runs.
     #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn web_address(&self) -> Option<std::net::SocketAddr> {
         self.extension::<crate::http::server::WebServer>()?
             .address()
@@ -43,6 +44,7 @@ impl RunningServices {
     /// The address `/metrics` and `/health/*` are served on, when
     /// `METRICS_ADDRESS` is set.
     #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
         self.extension::<crate::http::ops::OpsServer>()?.address()
     }

@@ -21,6 +21,7 @@ use crate::error::{CallError, RemoteError};
 use crate::payload::Payload;
 
 #[cfg(feature = "amqp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
 pub mod amqp;
 pub mod memory;
 

@@ -1,6 +1,12 @@
-//! Shared by the tests that need RabbitMQ: a virtual host of each test
-//! binary's run, deleted when the run ends, and a clear failure when no
-//! broker is reachable.
+//! What the test binaries share, each piece written once:
+//!
+//! - here, RabbitMQ: a virtual host of each test binary's run, `rabbitmqctl`,
+//!   stopping the broker, and a raw AMQP client that publishes and consumes
+//!   as a peer would;
+//! - [`child`]: running part of a test in a child process;
+//! - [`events`]: services that record the events they handle;
+//! - [`scrape`]: reading a Prometheus scrape;
+//! - [`websocket`]: a WebSocket client of the hub.
 //!
 //! A run's virtual host is `shimeji-test-<binary>-<pid>-<random>`: two runs
 //! on one broker (two checkouts, two CI jobs) never share one, so neither
@@ -11,7 +17,20 @@
 //! this machine and that has no connection. Vhosts in the older form
 //! `shimeji-test-<binary>` cannot be told apart from a live run's and are
 //! left alone: `rabbitmqctl delete_vhost` them by hand.
-#![allow(dead_code)]
+//!
+//! Each test binary uses a part of this module: the rest is dead code there.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod child;
+pub mod events;
+pub mod scrape;
+pub mod websocket;
+
+pub use child::{spawn_test, TestChild};
+pub(crate) use events::event_log_service;
+pub use events::EventLog;
+pub use scrape::sample;
+pub use websocket::{connect_ws, next_json, Socket};
 
 use std::net::TcpStream;
 use std::process::Command;
@@ -187,6 +206,36 @@ pub fn queues(vhost_uri: &str) -> Vec<(String, u64, u64)> {
     .collect()
 }
 
+/// The messages (ready and unacknowledged) in queue `queue` of the
+/// virtual host of `vhost_uri`; `None` when there is no such queue.
+pub fn messages(vhost_uri: &str, queue: &str) -> Option<u64> {
+    queues(vhost_uri)
+        .into_iter()
+        .find(|(name, _, _)| name == queue)
+        .map(|(_, messages, _)| messages)
+}
+
+/// Waits up to `within` for queue `queue` of the virtual host of
+/// `vhost_uri` to hold no messages, asking every 100 ms; when the time is
+/// up, what it still holds (`None`: there is no such queue).
+pub async fn until_empty(
+    vhost_uri: &str,
+    queue: &str,
+    within: Duration,
+) -> Result<(), Option<u64>> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = messages(vhost_uri, queue);
+        if left == Some(0) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(left);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A raw AMQP client on `uri` (connection `name`): Nameko's RPC exchange
 /// declared, and an auto-delete queue `queue` (with `arguments`) bound to it
 /// by `key`, as a caller's reply queue is. See [`consume_raw`].
@@ -197,7 +246,17 @@ pub async fn raw_queue(
     key: &str,
     arguments: amqprs::FieldTable,
 ) -> (amqprs::connection::Connection, amqprs::channel::Channel) {
-    use amqprs::channel::{ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments};
+    let (connection, channel) = raw_connection(uri, name).await;
+    bind_raw_queue(&channel, queue, key, arguments).await;
+    (connection, channel)
+}
+
+/// A raw AMQP connection to `uri` named `name`, and a channel on it with
+/// Nameko's RPC exchange declared.
+pub async fn raw_connection(
+    uri: &str,
+    name: &str,
+) -> (amqprs::connection::Connection, amqprs::channel::Channel) {
     let mut args = amqprs::connection::OpenConnectionArguments::try_from(uri).expect("an AMQP URI");
     args.connection_name(name);
     let connection = amqprs::connection::Connection::open(&args)
@@ -206,12 +265,24 @@ pub async fn raw_queue(
     let channel = connection.open_channel(None).await.expect("a channel");
     channel
         .exchange_declare(
-            ExchangeDeclareArguments::new("nameko-rpc", "topic")
+            amqprs::channel::ExchangeDeclareArguments::new("nameko-rpc", "topic")
                 .durable(true)
                 .finish(),
         )
         .await
         .expect("declare nameko-rpc");
+    (connection, channel)
+}
+
+/// Declares the auto-delete queue `queue` (with `arguments`) on `channel`
+/// and binds it to the RPC exchange by `key`.
+pub async fn bind_raw_queue(
+    channel: &amqprs::channel::Channel,
+    queue: &str,
+    key: &str,
+    arguments: amqprs::FieldTable,
+) {
+    use amqprs::channel::{QueueBindArguments, QueueDeclareArguments};
     channel
         .queue_declare(
             QueueDeclareArguments::new(queue)
@@ -225,7 +296,17 @@ pub async fn raw_queue(
         .queue_bind(QueueBindArguments::new(queue, "nameko-rpc", key))
         .await
         .expect("bind the raw queue");
-    (connection, channel)
+}
+
+/// The properties of a well-formed RPC request a raw client publishes: a
+/// JSON body, answered on `reply_to` with `correlation_id`.
+pub fn request_props(reply_to: &str, correlation_id: &str) -> amqprs::BasicProperties {
+    let mut props = amqprs::BasicProperties::default();
+    props
+        .with_content_type("application/json")
+        .with_reply_to(reply_to)
+        .with_correlation_id(correlation_id);
+    props.finish()
 }
 
 /// Consumes `queue` on `channel` without acks.
