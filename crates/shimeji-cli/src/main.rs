@@ -229,6 +229,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let config = with_broker(config)?;
             let uri = config.amqp_uri().unwrap_or_else(|| DEFAULT_BROKER.into());
             let found = services::list(&uri, args.management_url.as_deref())
+                .await
                 .map_err(|e| Failure::Other(EXIT_CONNECT, e))?;
             if args.json {
                 let list: Vec<Value> = found
