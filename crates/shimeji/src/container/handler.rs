@@ -22,13 +22,13 @@ impl<S: Service> ServiceHandler for Container<S> {
         payload: Payload,
         caller: Option<WorkerContext>,
     ) -> BoxFuture<'a, Result<Payload, HandlerError>> {
-        Box::pin(async move {
-            let Some(id) = S::rpc_entrypoint(method) else {
-                return Err(HandlerError::Failed(RemoteError::method_not_found(method)));
-            };
-            self.run(id, caller, move |svc| svc.dispatch_rpc(id, payload))
-                .await
-        })
+        // The name is resolved before the run's future is made, and that
+        // future is boxed as it is: no async block around it to move it.
+        let Some(id) = S::rpc_entrypoint(method) else {
+            let error = RemoteError::method_not_found(method);
+            return Box::pin(std::future::ready(Err(HandlerError::Failed(error))));
+        };
+        Box::pin(self.run(id, caller, move |svc| svc.dispatch_rpc(id, payload)))
     }
 
     fn handle_event(
