@@ -286,12 +286,25 @@ fn env_value(name: &'static str) -> Result<Option<String>, OtlpError> {
     }
 }
 
+/// The exporter's HTTP client (reqwest) needs a rustls crypto provider when
+/// any crate of the program turns on reqwest's rustls support without one
+/// (the `shimeji` command does, for the RabbitMQ management API): without
+/// it, building the client panics. Installs ring's, the one shimeji's AMQP
+/// TLS uses, unless the program installed one.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one at the same moment: either wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// Builds the exporter and its batch processor for the full traces `url`
 /// and installs the sink.
 fn install_url(url: String, service_name: &str) -> Result<OtlpGuard, OtlpError> {
     if crate::trace::span_sink().is_some() {
         return Err(OtlpError::AlreadyInstalled);
     }
+    ensure_crypto_provider();
     let inner = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(url.clone())
