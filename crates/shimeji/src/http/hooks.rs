@@ -101,7 +101,7 @@ pub(crate) fn spawn(
     let hooks: Vec<(ServiceHooks, Hook)> = services
         .into_iter()
         .filter_map(|s| {
-            let hooks = super::hub::lock(&s.hooks);
+            let hooks = crate::sync::lock(&s.hooks);
             let hook = match event {
                 SocketEvent::Connect => hooks.on_connect.clone(),
                 SocketEvent::Disconnect => hooks.on_disconnect.clone(),

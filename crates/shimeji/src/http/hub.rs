@@ -126,13 +126,14 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::hooks::{self, HookError, Hooks, ServiceHooks, SocketEvent, SocketInfo};
 use crate::dependency::{Dependency, DependencyError, SetupContext};
+use crate::sync::lock;
 
 /// Every open socket, every channel's subscribers and the services'
 /// socket hooks, for one runner.
@@ -176,11 +177,6 @@ impl Outbox {
             Err(TrySendError::Closed(_)) => false,
         }
     }
-}
-
-/// Locks `m`, whether or not a holder panicked.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The frame of a pushed event.
