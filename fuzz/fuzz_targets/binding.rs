@@ -192,13 +192,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let body = match Payload::from_request_bytes(data) {
-        Ok(payload) => payload.into_json().expect("JSON in, JSON out"),
-        Err(e) => {
-            assert_eq!(e.exc_type, "MalformedRequest");
-            assert!(serde_json::from_slice::<Value>(data).is_err());
-            return;
-        }
+    // Bytes that are not JSON never reach the binder: the transport
+    // answers them (the `amqp_request` target covers that).
+    let Ok(body) = serde_json::from_slice::<Value>(data) else {
+        return;
     };
     check_binder(&body);
     check_service(runtime(), &body);
