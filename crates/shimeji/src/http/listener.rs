@@ -2,6 +2,7 @@
 //! bind, serve and stop.
 
 use axum::Router;
+use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -69,4 +70,20 @@ impl Listening {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(STOP_GRACE, self.task).await;
     }
+}
+
+/// The address of a server's listener, once the server started.
+pub(crate) fn address_of(listening: &Option<Listening>) -> Option<SocketAddr> {
+    listening.as_ref().map(Listening::address)
+}
+
+/// Stops a server's listener, if the server started: the `stop` of both
+/// servers.
+pub(crate) fn stop(listening: &mut Option<Listening>) -> BoxFuture<'static, ()> {
+    let listening = listening.take();
+    Box::pin(async move {
+        if let Some(listening) = listening {
+            listening.stop().await;
+        }
+    })
 }

@@ -211,11 +211,7 @@ impl RunnerExtension for WebServer {
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            if let Some(listening) = self.listening.take() {
-                listening.stop().await;
-            }
-        })
+        super::listener::stop(&mut self.listening)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -226,6 +222,6 @@ impl RunnerExtension for WebServer {
 impl WebServer {
     /// The address it listens on, once started.
     pub(crate) fn address(&self) -> Option<std::net::SocketAddr> {
-        self.listening.as_ref().map(Listening::address)
+        super::listener::address_of(&self.listening)
     }
 }
