@@ -2,13 +2,24 @@
 //! method directly and against Moleculer's local broker, in one run.
 //!
 //! ```text
-//! cargo bench --bench compare              # 3 rounds, medians
-//! ROUNDS=5 CALLS=200000 cargo bench --bench compare
+//! cargo bench --bench compare              # 5 rounds, medians
+//! ROUNDS=7 CALLS=200000 CALLS64=1000000 cargo bench --bench compare
+//! CONTENDERS=current,moleculer cargo bench --bench compare
 //! ```
 //!
-//! Moleculer runs from `bench/moleculer` (its `run.sh` installs the pinned
-//! npm package on first use). Every figure is the median of `ROUNDS` rounds;
-//! each round runs every contender, so noise on the machine hits all alike.
+//! The headline is per core: shimeji on tokio's current-thread runtime (one
+//! thread) against Node's one thread. shimeji on the multi-thread runtime
+//! (one worker per core) is a row of its own. Moleculer runs from
+//! `bench/moleculer` (its `run.sh` installs the pinned npm package on first
+//! use), lean: no parameter schema, which shimeji's typed call does not check
+//! at run time either; the row with its validator on is there for reference.
+//!
+//! Both sides time alike: calls per second come from a loop with no clock
+//! reading per call, latencies from a second pass that reads the clock
+//! twice per call. Every figure is the median of `ROUNDS` rounds; each round
+//! runs every contender, so noise on the machine hits all alike. A
+//! contender that fails in a round is reported as such, with how many rounds
+//! its figures come from.
 
 use shimeji::prelude::*;
 use std::process::Command;
@@ -16,15 +27,32 @@ use std::time::Duration;
 
 mod common;
 
-use common::{concurrent, env_usize, medians, sequential, Figures, Greeter, GreeterClient};
+use common::{
+    concurrent, env_usize, latencies, medians, throughput, Figures, Greeter, GreeterClient,
+};
 
-async fn measure_shimeji(calls: usize, calls64: usize, greeter: &GreeterClient) -> Figures {
-    let (seq, p50, p99) = sequential(calls, || async {
+/// What a round measures: calls one after another (`calls`, then as many
+/// again for latencies unless `latency_calls` says otherwise) and calls with
+/// 64 in flight (`calls64`).
+#[derive(Clone, Copy)]
+struct Work {
+    calls: usize,
+    latency_calls: usize,
+    calls64: usize,
+}
+
+async fn measure_shimeji(work: Work, greeter: GreeterClient) -> Figures {
+    let call = || async {
         let reply = greeter.hello("Ada".into()).await.expect("call failed");
         std::hint::black_box(reply);
-    })
-    .await;
-    let c64 = concurrent(calls64, greeter.clone(), |g: GreeterClient| async move {
+    };
+    let seq = throughput(work.calls, call).await;
+    let (p50, p99) = if work.latency_calls > 0 {
+        latencies(work.latency_calls, call).await
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+    let c64 = concurrent(work.calls64, greeter.clone(), |g: GreeterClient| async move {
         let reply = g.hello("Ada".into()).await.expect("call failed");
         std::hint::black_box(reply);
         g
@@ -33,26 +61,32 @@ async fn measure_shimeji(calls: usize, calls64: usize, greeter: &GreeterClient) 
     Figures { seq, p50, p99, c64 }
 }
 
-async fn measure_direct(calls: usize, calls64: usize) -> Figures {
+async fn measure_direct(work: Work) -> Figures {
     let svc = Greeter;
-    let (seq, p50, p99) = sequential(calls, || async {
+    let call = || async {
         std::hint::black_box(svc.hello(std::hint::black_box("Ada".into())).await);
-    })
-    .await;
-    let c64 = concurrent(calls64, (), |()| async move {
+    };
+    let seq = throughput(work.calls, call).await;
+    let (p50, p99) = if work.latency_calls > 0 {
+        latencies(work.latency_calls, call).await
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+    let c64 = concurrent(work.calls64, (), |()| async move {
         std::hint::black_box(Greeter.hello(std::hint::black_box("Ada".into())).await);
     })
     .await;
     Figures { seq, p50, p99, c64 }
 }
 
-fn measure_moleculer(calls: usize, calls64: usize) -> Result<Figures, String> {
+fn measure_moleculer(work: Work, lean: bool) -> Result<Figures, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/moleculer/run.sh");
     let out = Command::new("bash")
         .arg(script)
-        .env("CALLS", calls.to_string())
-        .env("CALLS64", calls64.to_string())
+        .env("CALLS", work.calls.to_string())
+        .env("CALLS64", work.calls64.to_string())
         .env("ROUNDS", "1")
+        .env("LEAN", if lean { "1" } else { "0" })
         .output()
         .map_err(|e| format!("cannot run {script}: {e}"))?;
     if !out.status.success() {
@@ -77,78 +111,211 @@ fn measure_moleculer(calls: usize, calls64: usize) -> Result<Figures, String> {
     })
 }
 
+/// A runtime with a greeter running on it and a typed client to call it.
+struct Served {
+    rt: tokio::runtime::Runtime,
+    running: shimeji::RunningServices,
+    greeter: GreeterClient,
+}
+
+impl Served {
+    fn start(rt: tokio::runtime::Runtime) -> Self {
+        let (running, greeter) = rt.block_on(async {
+            let running = ServiceRunner::with_config(Config::new())
+                .service(Greeter)
+                .start()
+                .await
+                .expect("start greeter");
+            let greeter: GreeterClient = running.client();
+            (running, greeter)
+        });
+        Served {
+            rt,
+            running,
+            greeter,
+        }
+    }
+
+    /// Measures on one of the runtime's own threads: a worker thread of a
+    /// multi-thread runtime, the one thread of a current-thread one.
+    fn measure(&self, work: Work) -> Figures {
+        let greeter = self.greeter.clone();
+        self.rt.block_on(async move {
+            tokio::spawn(measure_shimeji(work, greeter))
+                .await
+                .expect("bench task panicked")
+        })
+    }
+
+    fn stop(self) {
+        self.rt.block_on(self.running.stop());
+    }
+}
+
+/// One contender's rounds: the figures of those that succeeded and the
+/// errors of those that did not.
+struct Contender {
+    name: &'static str,
+    settings: &'static str,
+    key: &'static str,
+    rounds: Vec<Figures>,
+    failures: Vec<String>,
+}
+
+impl Contender {
+    fn new(key: &'static str, name: &'static str, settings: &'static str) -> Self {
+        Contender {
+            name,
+            settings,
+            key,
+            rounds: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, result: Result<Figures, String>) {
+        match result {
+            Ok(f) => self.rounds.push(f),
+            Err(e) => self.failures.push(e),
+        }
+    }
+
+    fn figures(&self) -> Option<Figures> {
+        (!self.rounds.is_empty()).then(|| medians(&self.rounds))
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this once, small.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let rounds = env_usize("ROUNDS", if quick { 1 } else { 3 });
+    let rounds = env_usize("ROUNDS", if quick { 1 } else { 5 });
     let calls = env_usize("CALLS", if quick { 2_000 } else { 200_000 });
-    let calls64 = env_usize("CALLS64", if quick { 5_000 } else { 1_000_000 });
-    let with_peer = !quick && std::env::var("SKIP_MOLECULER").is_err();
+    let work = Work {
+        calls,
+        latency_calls: env_usize("LATENCY_CALLS", calls),
+        calls64: env_usize("CALLS64", if quick { 5_000 } else { 1_000_000 }),
+    };
+    let default = if quick {
+        "direct,current,multi"
+    } else {
+        "direct,current,multi,moleculer,moleculer-validated"
+    };
+    let wanted = std::env::var("CONTENDERS").unwrap_or_else(|_| default.to_string());
+    let wants = |key: &str| wanted.split(',').any(|w| w.trim() == key);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let (running, greeter) = rt.block_on(async {
-        let running = ServiceRunner::with_config(Config::new())
-            .service(Greeter)
-            .start()
-            .await
-            .expect("start greeter");
-        let greeter: GreeterClient = running.client();
-        (running, greeter)
+    let mut direct = Contender::new("direct", "method called directly", "one thread");
+    let mut current = Contender::new(
+        "current",
+        "shimeji typed client",
+        "one thread (tokio current-thread)",
+    );
+    let mut moleculer = Contender::new(
+        "moleculer",
+        "Moleculer local broker",
+        "Node's one thread, no parameter schema",
+    );
+    let mut multi = Contender::new(
+        "multi",
+        "shimeji typed client",
+        "tokio multi-thread, one worker per core",
+    );
+    let mut validated = Contender::new(
+        "moleculer-validated",
+        "Moleculer local broker",
+        "Node's one thread, schema {name: \"string\"} validated",
+    );
+
+    let one_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let served_current = wants("current").then(|| Served::start(one_thread()));
+    let served_multi = wants("multi").then(|| {
+        Served::start(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores)
+                .enable_all()
+                .build()
+                .expect("tokio runtime"),
+        )
     });
+    let direct_rt = wants("direct").then(one_thread);
 
-    let mut ours = Vec::new();
-    let mut direct = Vec::new();
-    let mut peer = Vec::new();
-    let mut peer_error = None;
     for round in 1..=rounds {
-        ours.push(rt.block_on(measure_shimeji(calls, calls64, &greeter)));
-        direct.push(rt.block_on(measure_direct(calls, calls64)));
-        if with_peer {
-            match measure_moleculer(calls, calls64) {
-                Ok(f) => peer.push(f),
-                Err(e) => peer_error = Some(e),
-            }
+        if let Some(served) = &served_current {
+            current.record(Ok(served.measure(work)));
+        }
+        if wants("moleculer") {
+            moleculer.record(measure_moleculer(work, true));
+        }
+        if let Some(rt) = &direct_rt {
+            direct.record(Ok(rt.block_on(measure_direct(work))));
+        }
+        if let Some(served) = &served_multi {
+            multi.record(Ok(served.measure(work)));
+        }
+        if wants("moleculer-validated") {
+            validated.record(measure_moleculer(work, false));
         }
         eprintln!("round {round}/{rounds} done");
     }
-    rt.block_on(running.stop());
+    for served in [served_current, served_multi].into_iter().flatten() {
+        served.stop();
+    }
     std::thread::sleep(Duration::from_millis(10));
 
-    let ours = medians(&ours);
-    let direct = medians(&direct);
-    let row = |name: &str, f: &Figures| {
-        println!(
-            "| {name:<28} | {:>12.0} | {:>8.2} | {:>8.2} | {:>12.0} |",
-            f.seq, f.p50, f.p99, f.c64
-        )
-    };
-    println!("\nin-memory RPC, greeter.hello(\"Ada\"), medians of {rounds} round(s): {calls} sequential calls, {calls64} with 64 in flight\n");
     println!(
-        "| contender                    | seq calls/s  | p50 µs   | p99 µs   | c64 calls/s  |"
+        "\nin-memory RPC, greeter.hello(\"Ada\"), medians of {rounds} round(s): {} calls one after another, {} more timed one by one for the latencies, {} with 64 in flight; {cores} cores\n",
+        work.calls, work.latency_calls, work.calls64
     );
-    println!(
-        "|------------------------------|--------------|----------|----------|--------------|"
-    );
-    row("method called directly", &direct);
-    row("shimeji typed client", &ours);
-    if !peer.is_empty() {
-        let peer = medians(&peer);
-        row("moleculer local broker", &peer);
+    println!("| contender | settings | calls/s one at a time | p50 µs | p99 µs | calls/s, 64 in flight | rounds |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let all = [&direct, &current, &moleculer, &multi, &validated];
+    for c in all {
+        let Some(f) = c.figures() else { continue };
+        let failed = if c.failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} FAILED)", c.failures.len())
+        };
         println!(
-            "\nshimeji / moleculer: {:.2}x sequential, {:.2}x with 64 in flight (target >= 1.5x); shimeji p50 {:.2} µs (target <= 2 µs)",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {}{failed} |",
+            c.name,
+            c.settings,
+            f.seq,
+            f.p50,
+            f.p99,
+            f.c64,
+            c.rounds.len()
+        );
+    }
+    for c in all {
+        for e in &c.failures {
+            println!("\n{} ({}) FAILED in a round: {e}", c.name, c.key);
+        }
+    }
+    if let (Some(ours), Some(peer)) = (current.figures(), moleculer.figures()) {
+        println!(
+            "\nper core, shimeji / Moleculer: {:.2}x one at a time, {:.2}x with 64 in flight (target >= 1.5x)",
             ours.seq / peer.seq,
             ours.c64 / peer.c64,
-            ours.p50
         );
-    } else if let Some(e) = peer_error {
-        println!("\nmoleculer: NOT MEASURED: {e}");
     }
-    println!(
-        "framework cost over a direct call: {:.2} µs per call at p50 (sequential), {:.1}x the direct call's time with 64 in flight",
-        ours.p50 - direct.p50,
-        direct.c64 / ours.c64
-    );
+    if let (Some(ours), Some(peer)) = (multi.figures(), moleculer.figures()) {
+        println!(
+            "shimeji on {cores} threads / Moleculer on one: {:.2}x one at a time, {:.2}x with 64 in flight",
+            ours.seq / peer.seq,
+            ours.c64 / peer.c64,
+        );
+    }
+    if let (Some(ours), Some(direct)) = (current.figures(), direct.figures()) {
+        println!(
+            "framework cost over a direct call, one thread: {:.0} ns per call one at a time, {:.0} ns with 64 in flight",
+            1e9 / ours.seq - 1e9 / direct.seq,
+            1e9 / ours.c64 - 1e9 / direct.c64,
+        );
+    }
 }

@@ -133,3 +133,38 @@ where
     run(calls).await;
     calls as f64 / start.elapsed().as_secs_f64()
 }
+
+/// Calls per second of `call` run `calls` times one after another, with no
+/// clock reading per call (after a warm-up of a tenth as many).
+pub async fn throughput<F, Fut>(calls: usize, call: F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..calls / 10 {
+        call().await;
+    }
+    let start = Instant::now();
+    for _ in 0..calls {
+        call().await;
+    }
+    calls as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The median and 99th percentile latency of `calls` calls of `call` one
+/// after another, in µs: two clock readings per call.
+pub async fn latencies<F, Fut>(calls: usize, call: F) -> (f64, f64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut lat = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        call().await;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat.sort_unstable();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    (p(0.50), p(0.99))
+}

@@ -39,10 +39,10 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::context;
+use crate::context::{self, WorkerContext};
 use crate::dependency::{Dependency, DependencyError, SetupContext};
 use crate::error::CallError;
-use crate::payload::{Payload, TypedValue};
+use crate::payload::{LocalCall, Payload, TypedValue};
 use crate::transport::{Request, Transport};
 
 struct Bound {
@@ -131,6 +131,7 @@ impl Client {
             Cow::Owned(method.into()),
             Payload::request(args, kwargs),
             None,
+            context::current(),
         )
         .await?
         .into_json()
@@ -154,6 +155,7 @@ impl Client {
             Cow::Borrowed(method),
             Payload::Typed(Box::new(args)),
             None,
+            context::current(),
         )
         .await?
         .decode()
@@ -161,20 +163,60 @@ impl Client {
 
     /// Like [`call_typed`](Self::call_typed), for a call site that keeps
     /// its metric handles: what generated clients use.
+    ///
+    /// When the service serves in this process, the arguments and the
+    /// reply are handed over in place ([`LocalCall`]): nothing boxed, nothing
+    /// serialized. Otherwise they go as a [`Payload`].
     #[doc(hidden)]
     pub async fn call_at<A, R>(&self, site: &'static CallSite, args: A) -> Result<R, CallError>
     where
         A: TypedValue,
-        R: DeserializeOwned + 'static,
+        R: DeserializeOwned + Send + 'static,
     {
+        let bound = self.bound()?;
+        let mut local = LocalCall::<A, R>::new(args);
+        let context = context::current();
+        let served = match bound
+            .transport
+            .call_local(site.service, site.method, &mut local, context)
+        {
+            Ok(call) => {
+                let (service, method) = (Cow::Borrowed(site.service), Cow::Borrowed(site.method));
+                Ok(self.complete(bound, service, method, Some(site), call).await)
+            }
+            Err(context) => Err(context),
+        };
+        let context = match served {
+            Ok(done) => {
+                done?;
+                return local.take_reply().ok_or_else(|| {
+                    CallError::Decode("the service put no reply in place".into())
+                });
+            }
+            Err(context) => context,
+        };
+        let args = local
+            .take_args()
+            .ok_or_else(|| CallError::Encode("the arguments were taken by a declined call".into()))?;
         self.send(
             Cow::Borrowed(site.service),
             Cow::Borrowed(site.method),
             Payload::Typed(Box::new(args)),
             Some(site),
+            context,
         )
         .await?
         .decode()
+    }
+
+    fn bound(&self) -> Result<&Bound, CallError> {
+        self.bound.get().ok_or_else(|| {
+            CallError::Transport(
+                "client is not set up: make it a field of a service struct that derives \
+                 `Dependencies`, or take one from `RunningServices::client`"
+                    .into(),
+            )
+        })
     }
 
     async fn send(
@@ -183,14 +225,29 @@ impl Client {
         method: Cow<'static, str>,
         payload: Payload,
         site: Option<&'static CallSite>,
+        context: Option<WorkerContext>,
     ) -> Result<Payload, CallError> {
-        let bound = self.bound.get().ok_or_else(|| {
-            CallError::Transport(
-                "client is not set up: make it a field of a service struct that derives \
-                 `Dependencies`, or take one from `RunningServices::client`"
-                    .into(),
-            )
-        })?;
+        let bound = self.bound()?;
+        let request = Request {
+            service: service.clone(),
+            method: method.clone(),
+            payload,
+            context,
+        };
+        let call = bound.transport.call(request);
+        self.complete(bound, service, method, site, call).await
+    }
+
+    /// Waits for `call` under the timeout and records it in the client's
+    /// metrics.
+    async fn complete<T>(
+        &self,
+        bound: &Bound,
+        service: Cow<'static, str>,
+        method: Cow<'static, str>,
+        site: Option<&'static CallSite>,
+        mut call: BoxFuture<'_, Result<T, CallError>>,
+    ) -> Result<T, CallError> {
         let timeout = self.timeout.unwrap_or(bound.default_timeout);
         let measured = crate::metrics::is_enabled().then(|| {
             let started = crate::metrics::Instant::now();
@@ -202,13 +259,6 @@ impl Client {
             };
             (handles, started)
         });
-        let request = Request {
-            service: service.clone(),
-            method: method.clone(),
-            payload,
-            context: context::current(),
-        };
-        let mut call = bound.transport.call(request);
         // A call that completes on its first poll (in-process, mostly) needs
         // no timer: arm the timeout only when the reply has to be waited for.
         // Hand-over protocol (see `metrics::handover`): the start reading is

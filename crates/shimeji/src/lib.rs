@@ -141,7 +141,7 @@ pub mod __private {
     pub use crate::client::CallSite;
     pub use crate::dependency::probe;
     pub use crate::entrypoint::EntrypointId;
-    pub use crate::payload::Payload;
+    pub use crate::payload::{LocalCall, Payload};
     pub use crate::service::{
         ArgDescription, EventHandlerDescription, EventHandlerSpec, RpcDescription,
         TimerDescription, TimerSpec,

@@ -4,6 +4,11 @@
 //! hands the service its argument struct and gets the typed result back, with
 //! no serialization; [`Payload::Typed`] is that fast path. Both forms carry
 //! the same meaning: a typed value can always be turned into its JSON form.
+//!
+//! A typed client whose service serves in this process does better still:
+//! it hands over a [`LocalCall`], a place on its own stack that holds the
+//! arguments on the way in and the reply on the way out, so the call boxes
+//! neither.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -131,6 +136,44 @@ impl Payload {
                 serde_json::from_value(json).map_err(|e| CallError::Decode(e.to_string()))
             }
         }
+    }
+}
+
+/// A typed call handed over in process: the arguments go in, the reply
+/// comes back in the same place, neither boxed nor serialized.
+///
+/// The caller keeps it (on its stack) and lends it, as `&mut dyn Any`, to
+/// the transport and the service; the service recognises its own argument
+/// struct and reply type by downcasting, and anything else is declined, so
+/// the caller can send the arguments the usual way instead.
+#[doc(hidden)]
+pub struct LocalCall<A, R> {
+    args: Option<A>,
+    reply: Option<R>,
+}
+
+impl<A, R> LocalCall<A, R> {
+    /// A call of `args`, with no reply yet.
+    pub fn new(args: A) -> Self {
+        LocalCall {
+            args: Some(args),
+            reply: None,
+        }
+    }
+
+    /// The arguments, the first time they are asked for.
+    pub fn take_args(&mut self) -> Option<A> {
+        self.args.take()
+    }
+
+    /// Puts the reply in place.
+    pub fn set_reply(&mut self, reply: R) {
+        self.reply = Some(reply);
+    }
+
+    /// The reply, once the service has put it in place.
+    pub fn take_reply(&mut self) -> Option<R> {
+        self.reply.take()
     }
 }
 

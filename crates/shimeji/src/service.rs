@@ -30,6 +30,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::any::Any;
 use std::future::Future;
 
 use crate::dependency::Dependencies;
@@ -101,6 +102,28 @@ pub trait Service: Dependencies + Send + Sync + 'static {
         id: EntrypointId,
         payload: Payload,
     ) -> impl Future<Output = Result<Payload, RemoteError>> + Send + '_;
+
+    /// Whether `call` is the in-process hand-over
+    /// ([`LocalCall`](crate::payload::LocalCall)) of RPC entrypoint `id`:
+    /// its argument struct and its reply type.
+    #[doc(hidden)]
+    fn accepts_local(id: EntrypointId, call: &dyn Any) -> bool {
+        let _ = (id, call);
+        false
+    }
+
+    /// Runs RPC entrypoint `id` with the arguments of the in-process
+    /// hand-over `call`, and puts the reply in it. Called only when
+    /// [`accepts_local`](Self::accepts_local) said yes.
+    #[doc(hidden)]
+    fn dispatch_local<'a>(
+        &'a self,
+        id: EntrypointId,
+        call: &'a mut (dyn Any + Send),
+    ) -> impl Future<Output = Result<(), RemoteError>> + Send + 'a {
+        let _ = call;
+        async move { Err(RemoteError::method_not_found(Self::entrypoint_name(id))) }
+    }
 
     /// Runs event handler `id` with the event `payload`.
     fn dispatch_event(

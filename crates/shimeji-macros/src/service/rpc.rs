@@ -52,6 +52,8 @@ pub(super) fn items(service: &Service) -> TokenStream {
     let names: Vec<String> = rpcs(service).map(Entrypoint::name).collect();
     let ids = rpcs(service).map(Entrypoint::id);
     let arms = rpcs(service).map(|ep| arm(service, ep));
+    let local_checks = rpcs(service).map(|ep| local_check(service, ep));
+    let local_arms = rpcs(service).map(|ep| local_arm(service, ep));
     let not_found = not_found();
     quote! {
         const RPC_METHODS: &'static [&'static str] = &[#(#names),*];
@@ -75,6 +77,87 @@ pub(super) fn items(service: &Service) -> TokenStream {
                     #not_found
                 }
             }
+        }
+
+        fn accepts_local(
+            __id: ::shimeji::__private::EntrypointId,
+            __call: &dyn ::core::any::Any,
+        ) -> bool {
+            match __id.index() {
+                #(#local_checks)*
+                _ => false,
+            }
+        }
+
+        #[allow(unused_variables)]
+        fn dispatch_local<'__a>(
+            &'__a self,
+            __id: ::shimeji::__private::EntrypointId,
+            __call: &'__a mut (dyn ::core::any::Any + ::core::marker::Send),
+        ) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::shimeji::RemoteError>> + ::core::marker::Send + '__a {
+            async move {
+                match __id.index() {
+                    #(#local_arms)*
+                    #not_found
+                }
+            }
+        }
+    }
+}
+
+/// The in-process hand-over type of `ep`: its argument struct in, the
+/// value its client returns out.
+fn local_call(service: &Service, ep: &Entrypoint) -> TokenStream {
+    let args_struct = args_struct(service, &ep.method);
+    let ok_ty = match &ep.result {
+        Some((ok, _)) => ok,
+        None => &ep.output,
+    };
+    quote!(::shimeji::__private::LocalCall<#args_struct, #ok_ty>)
+}
+
+/// `accepts_local`'s arm for `ep`.
+fn local_check(service: &Service, ep: &Entrypoint) -> TokenStream {
+    let id = ep.arm();
+    let call = local_call(service, ep);
+    quote!(#id => __call.is::<#call>(),)
+}
+
+/// `dispatch_local`'s arm for `ep`: the arguments out of the hand-over,
+/// the method called, its value (or its error, as on the wire) back.
+fn local_arm(service: &Service, ep: &Entrypoint) -> TokenStream {
+    let method = &ep.method;
+    let names: Vec<&Ident> = ep.params.iter().map(|p| &p.name).collect();
+    let call = local_call(service, ep);
+    let id = ep.arm();
+    let finish = match &ep.result {
+        Some((_, err)) => {
+            let to_remote = to_remote(err);
+            quote! {
+                match __out {
+                    ::core::result::Result::Ok(__value) => {
+                        __call.set_reply(__value);
+                        ::core::result::Result::Ok(())
+                    }
+                    ::core::result::Result::Err(__error) => ::core::result::Result::Err(#to_remote),
+                }
+            }
+        }
+        None => quote! {
+            __call.set_reply(__out);
+            ::core::result::Result::Ok(())
+        },
+    };
+    quote! {
+        #id => {
+            let ::core::option::Option::Some(__call) = __call.downcast_mut::<#call>() else {
+                return ::core::result::Result::Err(::shimeji::RemoteError::malformed_request("in-process arguments of another type"));
+            };
+            let ::core::option::Option::Some(__args) = __call.take_args() else {
+                return ::core::result::Result::Err(::shimeji::RemoteError::malformed_request("in-process arguments taken twice"));
+            };
+            let __out = self.#method(#(__args.#names),*).await;
+            #finish
         }
     }
 }

@@ -6,11 +6,13 @@
 
 use futures::future::BoxFuture;
 use serde_json::Value;
+use std::any::Any;
+use std::sync::Arc;
 
 use super::Container;
 use crate::context::WorkerContext;
 use crate::entrypoint::EventHandlerSpec;
-use crate::error::RemoteError;
+use crate::error::{CallError, RemoteError};
 use crate::payload::Payload;
 use crate::service::Service;
 use crate::transport::{HandlerError, ServiceHandler};
@@ -29,6 +31,24 @@ impl<S: Service> ServiceHandler for Container<S> {
             return Box::pin(std::future::ready(Err(HandlerError::Failed(error))));
         };
         Box::pin(self.run(id, caller, move |svc| svc.dispatch_rpc(id, payload)))
+    }
+
+    fn handle_local<'a>(
+        self: Arc<Self>,
+        method: &'a str,
+        call: &'a mut (dyn Any + Send),
+        caller: Option<WorkerContext>,
+    ) -> Result<BoxFuture<'a, Result<(), CallError>>, Option<WorkerContext>> {
+        // An unknown method or another hand-over type goes the usual way,
+        // which reports it.
+        let Some(id) = S::rpc_entrypoint(method).filter(|id| S::accepts_local(*id, call)) else {
+            return Err(caller);
+        };
+        Ok(Box::pin(async move {
+            self.run(id, caller, move |svc| svc.dispatch_local(id, call))
+                .await
+                .map_err(|e| CallError::from_remote(e.into_remote(S::NAME)))
+        }))
     }
 
     fn handle_event(

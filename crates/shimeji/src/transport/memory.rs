@@ -21,6 +21,7 @@
 
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use super::{
     event_queue_name, Endpoint, Event, HandlerError, Request, ServiceHandler, Serving, Transport,
     TransportError,
 };
+use crate::context::WorkerContext;
 use crate::entrypoint::EventHandlerSpec;
 use crate::error::CallError;
 use crate::payload::Payload;
@@ -130,6 +132,17 @@ fn deliver(broker: Arc<Broker>, consumer: EventConsumer, event: Event) {
 }
 
 impl Broker {
+    /// The instance of `service` that serves the next call, round robin.
+    fn pick(&self, service: &str) -> Option<Arc<dyn ServiceHandler>> {
+        let routes = self.rpc.load();
+        let (_, route) = routes.iter().find(|(name, _)| name == service)?;
+        let i = match route.consumers.len() {
+            1 => 0,
+            n => route.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        Some(route.consumers[i].1.clone())
+    }
+
     /// Puts back an event that a stopping instance refused.
     fn requeue(self: &Arc<Self>, queue: &str, event: Event) {
         let mut events = lock(&self.events);
@@ -258,23 +271,28 @@ impl Transport for MemoryTransport {
 
     fn call(&self, request: Request) -> BoxFuture<'_, Result<Payload, CallError>> {
         Box::pin(async move {
-            let handler = {
-                let routes = self.broker.rpc.load();
-                let Some((_, route)) = routes.iter().find(|(name, _)| name == &request.service)
-                else {
-                    return Err(CallError::UnknownService(request.service.into_owned()));
-                };
-                let i = match route.consumers.len() {
-                    1 => 0,
-                    n => route.next.fetch_add(1, Ordering::Relaxed) % n,
-                };
-                route.consumers[i].1.clone()
+            let Some(handler) = self.broker.pick(&request.service) else {
+                return Err(CallError::UnknownService(request.service.into_owned()));
             };
             handler
                 .handle_rpc(&request.method, request.payload, request.context)
                 .await
                 .map_err(|e| CallError::from_remote(e.into_remote(&request.service)))
         })
+    }
+
+    fn call_local<'a>(
+        &'a self,
+        service: &str,
+        method: &'a str,
+        call: &'a mut (dyn Any + Send),
+        context: Option<WorkerContext>,
+    ) -> Result<BoxFuture<'a, Result<(), CallError>>, Option<WorkerContext>> {
+        match self.broker.pick(service) {
+            Some(handler) => handler.handle_local(method, call, context),
+            // `call` reports the unknown service.
+            None => Err(context),
+        }
     }
 
     fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), TransportError>> {

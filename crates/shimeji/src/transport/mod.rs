@@ -12,6 +12,7 @@
 
 use futures::future::BoxFuture;
 use serde_json::Value;
+use std::any::Any;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -103,6 +104,26 @@ impl From<RemoteError> for HandlerError {
 
 /// What a transport hands work to: one running service instance.
 pub trait ServiceHandler: Send + Sync + 'static {
+    /// Runs RPC entrypoint `method` on the arguments of the in-process
+    /// hand-over `call` ([`LocalCall`](crate::payload::LocalCall)) and puts
+    /// the reply in it, for a transport that serves calls in process.
+    ///
+    /// Declines (`Err`, with `caller` given back) when `call` is not this
+    /// service's hand-over for `method`: the caller then sends the
+    /// arguments as a [`Payload`] instead. A call it takes costs one boxed
+    /// future and no other allocation of the framework's.
+    #[doc(hidden)]
+    #[allow(clippy::type_complexity)]
+    fn handle_local<'a>(
+        self: Arc<Self>,
+        method: &'a str,
+        call: &'a mut (dyn Any + Send),
+        caller: Option<WorkerContext>,
+    ) -> Result<BoxFuture<'a, Result<(), CallError>>, Option<WorkerContext>> {
+        let _ = (method, call);
+        Err(caller)
+    }
+
     /// Runs RPC entrypoint `method` for a request from `caller`.
     fn handle_rpc<'a>(
         &'a self,
@@ -197,6 +218,27 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Sends a request and waits for its reply. The caller applies the timeout.
     fn call(&self, request: Request) -> BoxFuture<'_, Result<Payload, CallError>>;
+
+    /// Serves a typed call in this process when the transport can: the
+    /// in-process hand-over `call` ([`LocalCall`](crate::payload::LocalCall))
+    /// carries the arguments in and the reply out. The caller applies the
+    /// timeout.
+    ///
+    /// Declines (`Err`, with `context` given back) when the transport sends
+    /// calls elsewhere or the service does not take this hand-over: the
+    /// caller then uses [`call`](Self::call). Declining is the default.
+    #[doc(hidden)]
+    #[allow(clippy::type_complexity)]
+    fn call_local<'a>(
+        &'a self,
+        service: &str,
+        method: &'a str,
+        call: &'a mut (dyn Any + Send),
+        context: Option<WorkerContext>,
+    ) -> Result<BoxFuture<'a, Result<(), CallError>>, Option<WorkerContext>> {
+        let _ = (service, method, call);
+        Err(context)
+    }
 
     /// Publishes an event to every queue bound to it.
     fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), TransportError>>;
