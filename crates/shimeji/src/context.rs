@@ -29,8 +29,11 @@
 
 use serde_json::{Map, Value};
 use std::fmt;
+use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use uuid::Uuid;
 
 use crate::trace::{TraceParent, TRACEPARENT};
@@ -39,8 +42,11 @@ use crate::trace::{TraceParent, TRACEPARENT};
 /// `parent_calls_tracked`).
 pub const DEFAULT_PARENT_CALLS_TRACKED: usize = 10;
 
-tokio::task_local! {
-    static CURRENT: WorkerContext;
+thread_local! {
+    /// The context of the worker being polled on this thread: put in place
+    /// for each poll of a [`Scoped`] future (or a worker) and taken back
+    /// after it, as tokio's task-locals do.
+    static CURRENT: RefCell<Option<WorkerContext>> = const { RefCell::new(None) };
 }
 
 /// The context of one entrypoint run, or of the outside caller that started a chain.
@@ -282,12 +288,56 @@ impl fmt::Debug for WorkerContext {
 
 /// The context of the entrypoint running on this task, if any.
 pub fn current() -> Option<WorkerContext> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+}
+
+/// Runs `f` with the context in `slot` as the current one, and puts it
+/// back in `slot` afterwards, even if `f` panics. A context that was
+/// current before is current again after.
+pub(crate) fn enter<R>(slot: &mut Option<WorkerContext>, f: impl FnOnce() -> R) -> R {
+    struct Restore<'a>(&'a mut Option<WorkerContext>);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = CURRENT.try_with(|c| std::mem::swap(self.0, &mut *c.borrow_mut()));
+        }
+    }
+    if CURRENT
+        .try_with(|c| std::mem::swap(slot, &mut *c.borrow_mut()))
+        .is_err()
+    {
+        // The thread is shutting down: run without a current context.
+        return f();
+    }
+    let _restore = Restore(slot);
+    f()
+}
+
+pin_project_lite::pin_project! {
+    /// A future that runs with a worker context as its current one: see
+    /// [`scope`].
+    pub struct Scoped<F> {
+        context: Option<WorkerContext>,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let future = this.future;
+        enter(this.context, || future.poll(cx))
+    }
 }
 
 /// Runs `future` with `context` as its current context.
-pub async fn scope<F: Future>(context: WorkerContext, future: F) -> F::Output {
-    CURRENT.scope(context, future).await
+pub fn scope<F: Future>(context: WorkerContext, future: F) -> Scoped<F> {
+    Scoped {
+        context: Some(context),
+        future,
+    }
 }
 
 /// Spawns a task that keeps the current worker context, so calls and events
@@ -308,7 +358,7 @@ where
     F::Output: Send + 'static,
 {
     match current() {
-        Some(ctx) => tokio::spawn(CURRENT.scope(ctx, future)),
+        Some(ctx) => tokio::spawn(scope(ctx, future)),
         None => tokio::spawn(future),
     }
 }

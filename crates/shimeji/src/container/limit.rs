@@ -85,6 +85,11 @@ impl WorkerLimit {
         }
     }
 
+    /// Takes one slot if one is free now.
+    pub(crate) fn try_acquire(&self) -> Option<Slot<'_>> {
+        (!self.closed.load(Ordering::Acquire) && self.try_take(1)).then_some(Slot(self))
+    }
+
     /// Takes one slot, waiting while all are in use.
     pub(crate) async fn acquire(&self) -> Result<Slot<'_>, Closed> {
         if !self.closed.load(Ordering::Acquire) && self.try_take(1) {
