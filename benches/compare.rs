@@ -52,11 +52,15 @@ async fn measure_shimeji(work: Work, greeter: GreeterClient) -> Figures {
     } else {
         (f64::NAN, f64::NAN)
     };
-    let c64 = concurrent(work.calls64, greeter.clone(), |g: GreeterClient| async move {
-        let reply = g.hello("Ada".into()).await.expect("call failed");
-        std::hint::black_box(reply);
-        g
-    })
+    let c64 = concurrent(
+        work.calls64,
+        greeter.clone(),
+        |g: GreeterClient| async move {
+            let reply = g.hello("Ada".into()).await.expect("call failed");
+            std::hint::black_box(reply);
+            g
+        },
+    )
     .await;
     Figures { seq, p50, p99, c64 }
 }

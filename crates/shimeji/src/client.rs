@@ -176,28 +176,32 @@ impl Client {
         let bound = self.bound()?;
         let mut local = LocalCall::<A, R>::new(args);
         let context = context::current();
-        let served = match bound
-            .transport
-            .call_local(site.service, site.method, &mut local, context)
-        {
-            Ok(call) => {
-                let (service, method) = (Cow::Borrowed(site.service), Cow::Borrowed(site.method));
-                Ok(self.complete(bound, service, method, Some(site), call).await)
-            }
-            Err(context) => Err(context),
-        };
+        let served =
+            match bound
+                .transport
+                .call_local(site.service, site.method, &mut local, context)
+            {
+                Ok(call) => {
+                    let (service, method) =
+                        (Cow::Borrowed(site.service), Cow::Borrowed(site.method));
+                    Ok(self
+                        .complete(bound, service, method, Some(site), call)
+                        .await)
+                }
+                Err(context) => Err(context),
+            };
         let context = match served {
             Ok(done) => {
                 done?;
-                return local.take_reply().ok_or_else(|| {
-                    CallError::Decode("the service put no reply in place".into())
-                });
+                return local
+                    .take_reply()
+                    .ok_or_else(|| CallError::Decode("the service put no reply in place".into()));
             }
             Err(context) => context,
         };
-        let args = local
-            .take_args()
-            .ok_or_else(|| CallError::Encode("the arguments were taken by a declined call".into()))?;
+        let args = local.take_args().ok_or_else(|| {
+            CallError::Encode("the arguments were taken by a declined call".into())
+        })?;
         self.send(
             Cow::Borrowed(site.service),
             Cow::Borrowed(site.method),

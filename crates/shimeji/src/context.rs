@@ -28,9 +28,10 @@
 //! [`spawn`] to carry the current one into them.
 
 use serde_json::{Map, Value};
-use std::fmt;
 use std::cell::RefCell;
+use std::fmt;
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -64,7 +65,7 @@ pub struct WorkerContext {
     /// A worker's own span; for a root or wire context, the caller's span.
     trace: Option<TraceParent>,
     /// A worker's parent span id.
-    parent_span: Option<u64>,
+    parent_span: Option<NonZeroU64>,
 }
 
 #[derive(Clone)]
@@ -168,7 +169,7 @@ impl WorkerContext {
             data,
             parent_calls_tracked,
             trace,
-            parent_span: caller_span.map(|c| c.span_id()),
+            parent_span: caller_span.and_then(|c| NonZeroU64::new(c.span_id())),
         }
     }
 
@@ -216,11 +217,11 @@ impl WorkerContext {
 
     /// The span id of the worker (or remote caller) that called this one.
     pub fn parent_span_id(&self) -> Option<String> {
-        self.parent_span.map(|id| format!("{id:016x}"))
+        self.parent_span.map(|id| format!("{:016x}", id.get()))
     }
 
     pub(crate) fn parent_span(&self) -> Option<u64> {
-        self.parent_span
+        self.parent_span.map(NonZeroU64::get)
     }
 
     /// The call id of the worker that called this one, if any.

@@ -29,6 +29,7 @@
 //! ```
 
 use std::fmt;
+use std::num::NonZeroU64;
 
 /// The header name, on HTTP and (after the `nameko.` prefix) on AMQP.
 pub const TRACEPARENT: &str = "traceparent";
@@ -36,34 +37,32 @@ pub const TRACEPARENT: &str = "traceparent";
 /// One span's place in a trace: trace id, span id, sampled flag.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceParent {
-    trace_id: u128,
-    span_id: u64,
+    // Halves of the trace id, high first: two `u64`s keep the type 8-byte
+    // aligned and, with the span id's niche, an `Option` of it 32 bytes,
+    // which every worker context carries.
+    trace_id: [u64; 2],
+    span_id: NonZeroU64,
     flags: u8,
 }
 
-fn random_nonzero_u128() -> u128 {
+fn random_nonzero_u64() -> NonZeroU64 {
     loop {
-        let id = fastrand::u128(..);
-        if id != 0 {
+        if let Some(id) = NonZeroU64::new(fastrand::u64(..)) {
             return id;
         }
     }
 }
 
-fn random_nonzero_u64() -> u64 {
-    loop {
-        let id = fastrand::u64(..);
-        if id != 0 {
-            return id;
-        }
-    }
+fn halves(id: u128) -> [u64; 2] {
+    [(id >> 64) as u64, id as u64]
 }
 
 impl TraceParent {
     /// The first span of a new trace (sampled).
     pub fn new_root() -> Self {
         TraceParent {
-            trace_id: random_nonzero_u128(),
+            // The high half may be zero; the low one never is.
+            trace_id: [fastrand::u64(..), random_nonzero_u64().get()],
             span_id: random_nonzero_u64(),
             flags: 1,
         }
@@ -79,9 +78,9 @@ impl TraceParent {
 
     /// Builds one from its parts; `None` when an id is zero (invalid in W3C).
     pub fn from_parts(trace_id: u128, span_id: u64, sampled: bool) -> Option<Self> {
-        (trace_id != 0 && span_id != 0).then_some(TraceParent {
-            trace_id,
-            span_id,
+        Some(TraceParent {
+            trace_id: (trace_id != 0).then_some(halves(trace_id))?,
+            span_id: NonZeroU64::new(span_id)?,
             flags: u8::from(sampled),
         })
     }
@@ -109,21 +108,21 @@ impl TraceParent {
         let trace_id = u128::from_str_radix(trace, 16).ok()?;
         let span_id = u64::from_str_radix(span, 16).ok()?;
         let flags = u8::from_str_radix(flags, 16).ok()?;
-        (trace_id != 0 && span_id != 0).then_some(TraceParent {
-            trace_id,
-            span_id,
+        Some(TraceParent {
+            trace_id: (trace_id != 0).then_some(halves(trace_id))?,
+            span_id: NonZeroU64::new(span_id)?,
             flags,
         })
     }
 
     /// The trace id.
     pub fn trace_id(&self) -> u128 {
-        self.trace_id
+        (u128::from(self.trace_id[0]) << 64) | u128::from(self.trace_id[1])
     }
 
     /// The span id.
     pub fn span_id(&self) -> u64 {
-        self.span_id
+        self.span_id.get()
     }
 
     /// Whether the trace is sampled (flag `01`).
@@ -133,7 +132,7 @@ impl TraceParent {
 
     /// The trace id as 32 lowercase hex digits.
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        format!("{:032x}", self.trace_id())
     }
 
     /// The span id as 16 lowercase hex digits.
@@ -148,7 +147,9 @@ impl fmt::Display for TraceParent {
         write!(
             f,
             "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
+            self.trace_id(),
+            self.span_id,
+            self.flags
         )
     }
 }

@@ -87,7 +87,8 @@ impl WorkerLimit {
 
     /// Takes one slot if one is free now.
     pub(crate) fn try_acquire(&self) -> Option<Slot<'_>> {
-        (!self.closed.load(Ordering::Acquire) && self.try_take(1)).then_some(Slot(self))
+        // `then`, not `then_some`: a `Slot` made and dropped gives a slot back.
+        (!self.closed.load(Ordering::Acquire) && self.try_take(1)).then(|| Slot(self))
     }
 
     /// Takes one slot, waiting while all are in use.
@@ -146,6 +147,20 @@ mod tests {
             .expect("woken when a slot frees")
             .unwrap()
             .unwrap();
+    }
+
+    #[test]
+    fn try_acquire_takes_only_free_slots() {
+        let limit = WorkerLimit::new(1);
+        let held = limit.try_acquire().expect("one slot is free");
+        for _ in 0..3 {
+            assert!(limit.try_acquire().is_none(), "no second slot");
+        }
+        assert_eq!(limit.free(), 0, "a refused try gives nothing back");
+        drop(held);
+        assert_eq!(limit.free(), 1);
+        limit.close();
+        assert!(limit.try_acquire().is_none(), "closed");
     }
 
     #[tokio::test]
