@@ -85,6 +85,38 @@ async fn typed_client_calls_and_gets_typed_results() {
     running.stop().await;
 }
 
+/// The same service as another program (or an older version of it) may
+/// declare it: `add` with narrower types and a reply read as JSON.
+mod declared_elsewhere {
+    use shimeji::prelude::*;
+
+    #[derive(Default, Dependencies)]
+    pub struct Geometry;
+
+    #[service(name = "geometry")]
+    impl Geometry {
+        #[rpc]
+        pub async fn add(&self, a: i32, b: i32) -> serde_json::Value {
+            serde_json::json!(a + b)
+        }
+    }
+}
+
+/// A typed client whose service serves in process hands its arguments
+/// over in place when they are the service's own types, and sends them as
+/// a payload when they are not: both get the service's answer.
+#[tokio::test]
+async fn a_client_of_another_declaration_is_served_through_json() {
+    let running = start().await;
+    let own: GeometryClient = running.client();
+    let other: declared_elsewhere::GeometryClient = running.client();
+    assert_eq!(own.add(40, 2).await.unwrap(), 42);
+    assert_eq!(other.add(40, 2).await.unwrap(), json!(42));
+    let err = own.find("far".into()).await.unwrap_err();
+    assert!(err.is("OutOfRange"), "{err:?}");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn arguments_arrive_positionally_by_name_or_mixed() {
     let running = start().await;
