@@ -175,30 +175,30 @@ impl Client {
     {
         let bound = self.bound()?;
         let mut local = LocalCall::<A, R>::new(args);
-        let context = context::current();
-        let served =
-            match bound
-                .transport
-                .call_local(site.service, site.method, &mut local, context)
-            {
-                Ok(call) => {
-                    let (service, method) =
-                        (Cow::Borrowed(site.service), Cow::Borrowed(site.method));
-                    Ok(self
-                        .complete(bound, service, method, Some(site), call)
-                        .await)
-                }
-                Err(context) => Err(context),
-            };
-        let context = match served {
-            Ok(done) => {
-                done?;
-                return local
-                    .take_reply()
-                    .ok_or_else(|| CallError::Decode("the service put no reply in place".into()));
+        let mut context = context::current();
+        let mut serving = None;
+        let served = match bound.transport.call_local(
+            site.service,
+            site.method,
+            &mut local,
+            &mut serving,
+            &mut context,
+        ) {
+            Some(call) => {
+                let (service, method) = (Cow::Borrowed(site.service), Cow::Borrowed(site.method));
+                Some(
+                    self.complete(bound, service, method, Some(site), call)
+                        .await,
+                )
             }
-            Err(context) => context,
+            None => None,
         };
+        if let Some(done) = served {
+            done?;
+            return local
+                .take_reply()
+                .ok_or_else(|| CallError::Decode("the service put no reply in place".into()));
+        }
         let args = local.take_args().ok_or_else(|| {
             CallError::Encode("the arguments were taken by a declined call".into())
         })?;

@@ -5,9 +5,9 @@
 //! arrives on a handler's own queue, so its spec (and id) is known already.
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use serde_json::Value;
 use std::any::Any;
-use std::sync::Arc;
 
 use super::Container;
 use crate::context::WorkerContext;
@@ -34,21 +34,18 @@ impl<S: Service> ServiceHandler for Container<S> {
     }
 
     fn handle_local<'a>(
-        self: Arc<Self>,
+        &'a self,
         method: &'a str,
         call: &'a mut (dyn Any + Send),
-        caller: Option<WorkerContext>,
-    ) -> Result<BoxFuture<'a, Result<(), CallError>>, Option<WorkerContext>> {
+        caller: &mut Option<WorkerContext>,
+    ) -> Option<BoxFuture<'a, Result<(), CallError>>> {
         // An unknown method or another hand-over type goes the usual way,
         // which reports it.
-        let Some(id) = S::rpc_entrypoint(method).filter(|id| S::accepts_local(*id, call)) else {
-            return Err(caller);
-        };
-        Ok(Box::pin(async move {
-            self.run(id, caller, move |svc| svc.dispatch_local(id, call))
-                .await
-                .map_err(|e| CallError::from_remote(e.into_remote(S::NAME)))
-        }))
+        let id = S::rpc_entrypoint(method).filter(|id| S::accepts_local(*id, call))?;
+        let run = self.run(id, caller.take(), move |svc| svc.dispatch_local(id, call));
+        Some(Box::pin(run.map(|result| {
+            result.map_err(|e| CallError::from_remote(e.into_remote(S::NAME)))
+        })))
     }
 
     fn handle_event(

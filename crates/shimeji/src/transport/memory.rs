@@ -286,13 +286,12 @@ impl Transport for MemoryTransport {
         service: &str,
         method: &'a str,
         call: &'a mut (dyn Any + Send),
-        context: Option<WorkerContext>,
-    ) -> Result<BoxFuture<'a, Result<(), CallError>>, Option<WorkerContext>> {
-        match self.broker.pick(service) {
-            Some(handler) => handler.handle_local(method, call, context),
-            // `call` reports the unknown service.
-            None => Err(context),
-        }
+        serving: &'a mut Option<Arc<dyn ServiceHandler>>,
+        context: &mut Option<WorkerContext>,
+    ) -> Option<BoxFuture<'a, Result<(), CallError>>> {
+        // An unknown service is declined: `call` reports it.
+        let handler = serving.insert(self.broker.pick(service)?);
+        handler.handle_local(method, call, context)
     }
 
     fn publish(&self, event: Event) -> BoxFuture<'_, Result<(), TransportError>> {

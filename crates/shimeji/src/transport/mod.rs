@@ -108,20 +108,19 @@ pub trait ServiceHandler: Send + Sync + 'static {
     /// hand-over `call` ([`LocalCall`](crate::payload::LocalCall)) and puts
     /// the reply in it, for a transport that serves calls in process.
     ///
-    /// Declines (`Err`, with `caller` given back) when `call` is not this
+    /// Declines (`None`, leaving `caller` in place) when `call` is not this
     /// service's hand-over for `method`: the caller then sends the
     /// arguments as a [`Payload`] instead. A call it takes costs one boxed
     /// future and no other allocation of the framework's.
     #[doc(hidden)]
-    #[allow(clippy::type_complexity)]
     fn handle_local<'a>(
-        self: Arc<Self>,
+        &'a self,
         method: &'a str,
         call: &'a mut (dyn Any + Send),
-        caller: Option<WorkerContext>,
-    ) -> Result<BoxFuture<'a, Result<(), CallError>>, Option<WorkerContext>> {
-        let _ = (method, call);
-        Err(caller)
+        caller: &mut Option<WorkerContext>,
+    ) -> Option<BoxFuture<'a, Result<(), CallError>>> {
+        let _ = (method, call, caller);
+        None
     }
 
     /// Runs RPC entrypoint `method` for a request from `caller`.
@@ -221,23 +220,24 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Serves a typed call in this process when the transport can: the
     /// in-process hand-over `call` ([`LocalCall`](crate::payload::LocalCall))
-    /// carries the arguments in and the reply out. The caller applies the
-    /// timeout.
+    /// carries the arguments in and the reply out. The transport keeps the
+    /// instance that serves the call in `serving`, the caller's, for as long
+    /// as the call runs. The caller applies the timeout.
     ///
-    /// Declines (`Err`, with `context` given back) when the transport sends
-    /// calls elsewhere or the service does not take this hand-over: the
-    /// caller then uses [`call`](Self::call). Declining is the default.
+    /// Declines (`None`, leaving `context` in place) when the transport
+    /// sends calls elsewhere or the service does not take this hand-over:
+    /// the caller then uses [`call`](Self::call). Declining is the default.
     #[doc(hidden)]
-    #[allow(clippy::type_complexity)]
     fn call_local<'a>(
         &'a self,
         service: &str,
         method: &'a str,
         call: &'a mut (dyn Any + Send),
-        context: Option<WorkerContext>,
-    ) -> Result<BoxFuture<'a, Result<(), CallError>>, Option<WorkerContext>> {
-        let _ = (service, method, call);
-        Err(context)
+        serving: &'a mut Option<Arc<dyn ServiceHandler>>,
+        context: &mut Option<WorkerContext>,
+    ) -> Option<BoxFuture<'a, Result<(), CallError>>> {
+        let _ = (service, method, call, serving, context);
+        None
     }
 
     /// Publishes an event to every queue bound to it.
