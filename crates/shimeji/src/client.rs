@@ -177,40 +177,53 @@ impl Client {
         let mut local = LocalCall::<A, R>::new(args);
         let mut context = context::current();
         let mut serving = None;
-        let served = match bound.transport.call_local(
+        let Some(call) = bound.transport.call_local(
             site.service,
             site.method,
             &mut local,
             &mut serving,
             &mut context,
-        ) {
-            Some(call) => {
-                let (service, method) = (Cow::Borrowed(site.service), Cow::Borrowed(site.method));
-                Some(
-                    self.complete(bound, service, method, Some(site), call)
-                        .await,
-                )
-            }
-            None => None,
+        ) else {
+            return self.send_declined(site, local, context).await;
         };
-        if let Some(done) = served {
-            done?;
-            return local
-                .take_reply()
-                .ok_or_else(|| CallError::Decode("the service put no reply in place".into()));
-        }
-        let args = local.take_args().ok_or_else(|| {
-            CallError::Encode("the arguments were taken by a declined call".into())
-        })?;
-        self.send(
-            Cow::Borrowed(site.service),
-            Cow::Borrowed(site.method),
-            Payload::Typed(Box::new(args)),
-            Some(site),
-            context,
-        )
-        .await?
-        .decode()
+        // Taken by the run; ended here so the waiting future does not hold it.
+        drop(context);
+        let (service, method) = (Cow::Borrowed(site.service), Cow::Borrowed(site.method));
+        self.complete(bound, service, method, Some(site), call)
+            .await?;
+        local
+            .take_reply()
+            .ok_or_else(|| CallError::Decode("the service put no reply in place".into()))
+    }
+
+    /// Sends a typed call the in-process hand-over was declined for, as a
+    /// payload. Boxed: a call that leaves the process pays for it, and the
+    /// future of every typed call (which callers embed in theirs) stays
+    /// small.
+    fn send_declined<'a, A, R>(
+        &'a self,
+        site: &'static CallSite,
+        mut local: LocalCall<A, R>,
+        context: Option<WorkerContext>,
+    ) -> BoxFuture<'a, Result<R, CallError>>
+    where
+        A: TypedValue,
+        R: DeserializeOwned + Send + 'static,
+    {
+        Box::pin(async move {
+            let args = local.take_args().ok_or_else(|| {
+                CallError::Encode("the arguments were taken by a declined call".into())
+            })?;
+            self.send(
+                Cow::Borrowed(site.service),
+                Cow::Borrowed(site.method),
+                Payload::Typed(Box::new(args)),
+                Some(site),
+                context,
+            )
+            .await?
+            .decode()
+        })
     }
 
     fn bound(&self) -> Result<&Bound, CallError> {
@@ -276,14 +289,20 @@ impl Client {
         let timed_for_us = first_poll.is_some_and(|poll| poll.end());
         let result = match first {
             std::task::Poll::Ready(result) => result,
-            std::task::Poll::Pending => match tokio::time::timeout(timeout, call).await {
-                Ok(result) => result,
-                Err(_) => Err(CallError::Timeout {
-                    service: service.into_owned(),
-                    method: method.into_owned(),
-                    timeout,
-                }),
-            },
+            // The timer is boxed: only a call that waits pays for it, and
+            // the future of every call (which callers embed in theirs)
+            // stays small.
+            std::task::Poll::Pending => {
+                let deadline = Box::pin(tokio::time::sleep(timeout));
+                match futures::future::select(call, deadline).await {
+                    futures::future::Either::Left((result, _)) => result,
+                    futures::future::Either::Right(_) => Err(CallError::Timeout {
+                        service: service.into_owned(),
+                        method: method.into_owned(),
+                        timeout,
+                    }),
+                }
+            }
         };
         if let Some((metrics, started)) = measured {
             let error = result.as_ref().err().map(CallError::exc_type);

@@ -86,7 +86,9 @@ async fn typed_client_calls_and_gets_typed_results() {
 }
 
 /// The same service as another program (or an older version of it) may
-/// declare it: `add` with narrower types and a reply read as JSON.
+/// declare it: `add` with narrower types and a reply read as JSON. Only
+/// its client is used here.
+#[allow(dead_code)]
 mod declared_elsewhere {
     use shimeji::prelude::*;
 
