@@ -28,8 +28,32 @@ use std::time::Duration;
 mod common;
 
 use common::{
-    concurrent, env_usize, latencies, medians, throughput, Figures, Greeter, GreeterClient,
+    concurrent, env_usize, latencies, median, medians, throughput, Figures, Greeter, GreeterClient,
 };
+
+/// Seconds of CPU this process has used (user and system, every thread),
+/// as `getrusage` counts them: what a contender costs on a machine other
+/// work shares, where its wall-clock rate moves with the load.
+fn cpu_seconds() -> f64 {
+    // SAFETY: `getrusage` only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a `rusage` and a valid `who`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// A round's figures and the calls per CPU-second of its two rates.
+#[derive(Clone, Copy, Default)]
+struct Round {
+    wall: Figures,
+    /// Calls per CPU-second, one at a time.
+    seq_cpu: f64,
+    /// Calls per CPU-second, 64 in flight.
+    c64_cpu: f64,
+}
 
 /// What a round measures: calls one after another (`calls`, then as many
 /// again for latencies unless `latency_calls` says otherwise) and calls with
@@ -41,49 +65,61 @@ struct Work {
     calls64: usize,
 }
 
-async fn measure_shimeji(work: Work, greeter: GreeterClient) -> Figures {
+async fn measure_shimeji(work: Work, greeter: GreeterClient) -> Round {
     let call = || async {
         let reply = greeter.hello("Ada".into()).await.expect("call failed");
         std::hint::black_box(reply);
     };
+    let cpu = cpu_seconds();
     let seq = throughput(work.calls, call).await;
+    let seq_cpu = work.calls as f64 * 1.1 / (cpu_seconds() - cpu);
     let (p50, p99) = if work.latency_calls > 0 {
         latencies(work.latency_calls, call).await
     } else {
         (f64::NAN, f64::NAN)
     };
-    let c64 = concurrent(
-        work.calls64,
-        greeter.clone(),
-        |g: GreeterClient| async move {
-            let reply = g.hello("Ada".into()).await.expect("call failed");
-            std::hint::black_box(reply);
-            g
-        },
-    )
+    let cpu = cpu_seconds();
+    let c64 = concurrent(work.calls64, greeter.clone(), |g: GreeterClient| async move {
+        let reply = g.hello("Ada".into()).await.expect("call failed");
+        std::hint::black_box(reply);
+        g
+    })
     .await;
-    Figures { seq, p50, p99, c64 }
+    let c64_cpu = work.calls64 as f64 * 1.1 / (cpu_seconds() - cpu);
+    Round {
+        wall: Figures { seq, p50, p99, c64 },
+        seq_cpu,
+        c64_cpu,
+    }
 }
 
-async fn measure_direct(work: Work) -> Figures {
+async fn measure_direct(work: Work) -> Round {
     let svc = Greeter;
     let call = || async {
         std::hint::black_box(svc.hello(std::hint::black_box("Ada".into())).await);
     };
+    let cpu = cpu_seconds();
     let seq = throughput(work.calls, call).await;
+    let seq_cpu = work.calls as f64 * 1.1 / (cpu_seconds() - cpu);
     let (p50, p99) = if work.latency_calls > 0 {
         latencies(work.latency_calls, call).await
     } else {
         (f64::NAN, f64::NAN)
     };
+    let cpu = cpu_seconds();
     let c64 = concurrent(work.calls64, (), |()| async move {
         std::hint::black_box(Greeter.hello(std::hint::black_box("Ada".into())).await);
     })
     .await;
-    Figures { seq, p50, p99, c64 }
+    let c64_cpu = work.calls64 as f64 * 1.1 / (cpu_seconds() - cpu);
+    Round {
+        wall: Figures { seq, p50, p99, c64 },
+        seq_cpu,
+        c64_cpu,
+    }
 }
 
-fn measure_moleculer(work: Work, lean: bool) -> Result<Figures, String> {
+fn measure_moleculer(work: Work, lean: bool) -> Result<Round, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/moleculer/run.sh");
     let out = Command::new("bash")
         .arg(script)
@@ -107,11 +143,15 @@ fn measure_moleculer(work: Work, lean: bool) -> Result<Figures, String> {
         v[k].as_f64()
             .ok_or_else(|| format!("missing {k} in {line}"))
     };
-    Ok(Figures {
-        seq: f("seq_calls_per_sec")?,
-        p50: f("seq_p50_us")?,
-        p99: f("seq_p99_us")?,
-        c64: f("c64_calls_per_sec")?,
+    Ok(Round {
+        wall: Figures {
+            seq: f("seq_calls_per_sec")?,
+            p50: f("seq_p50_us")?,
+            p99: f("seq_p99_us")?,
+            c64: f("c64_calls_per_sec")?,
+        },
+        seq_cpu: f("seq_calls_per_cpu_sec")?,
+        c64_cpu: f("c64_calls_per_cpu_sec")?,
     })
 }
 
@@ -142,7 +182,7 @@ impl Served {
 
     /// Measures on one of the runtime's own threads: a worker thread of a
     /// multi-thread runtime, the one thread of a current-thread one.
-    fn measure(&self, work: Work) -> Figures {
+    fn measure(&self, work: Work) -> Round {
         let greeter = self.greeter.clone();
         self.rt.block_on(async move {
             tokio::spawn(measure_shimeji(work, greeter))
@@ -162,7 +202,7 @@ struct Contender {
     name: &'static str,
     settings: &'static str,
     key: &'static str,
-    rounds: Vec<Figures>,
+    rounds: Vec<Round>,
     failures: Vec<String>,
 }
 
@@ -177,7 +217,7 @@ impl Contender {
         }
     }
 
-    fn record(&mut self, result: Result<Figures, String>) {
+    fn record(&mut self, result: Result<Round, String>) {
         match result {
             Ok(f) => self.rounds.push(f),
             Err(e) => self.failures.push(e),
@@ -185,7 +225,18 @@ impl Contender {
     }
 
     fn figures(&self) -> Option<Figures> {
-        (!self.rounds.is_empty()).then(|| medians(&self.rounds))
+        let wall: Vec<Figures> = self.rounds.iter().map(|r| r.wall).collect();
+        (!wall.is_empty()).then(|| medians(&wall))
+    }
+
+    /// Medians of the calls per CPU-second: one at a time, 64 in flight.
+    fn per_cpu(&self) -> Option<(f64, f64)> {
+        (!self.rounds.is_empty()).then(|| {
+            (
+                median(self.rounds.iter().map(|r| r.seq_cpu).collect()),
+                median(self.rounds.iter().map(|r| r.c64_cpu).collect()),
+            )
+        })
     }
 }
 
@@ -275,24 +326,28 @@ fn main() {
         "\nin-memory RPC, greeter.hello(\"Ada\"), medians of {rounds} round(s): {} calls one after another, {} more timed one by one for the latencies, {} with 64 in flight; {cores} cores\n",
         work.calls, work.latency_calls, work.calls64
     );
-    println!("| contender | settings | calls/s one at a time | p50 µs | p99 µs | calls/s, 64 in flight | rounds |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| contender | settings | calls/s one at a time | p50 µs | p99 µs | calls/s, 64 in flight | calls per CPU-second, one at a time / 64 in flight | rounds |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let all = [&direct, &current, &moleculer, &multi, &validated];
     for c in all {
-        let Some(f) = c.figures() else { continue };
+        let (Some(f), Some((seq_cpu, c64_cpu))) = (c.figures(), c.per_cpu()) else {
+            continue;
+        };
         let failed = if c.failures.is_empty() {
             String::new()
         } else {
             format!(" ({} FAILED)", c.failures.len())
         };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {}{failed} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} / {:.0} | {}{failed} |",
             c.name,
             c.settings,
             f.seq,
             f.p50,
             f.p99,
             f.c64,
+            seq_cpu,
+            c64_cpu,
             c.rounds.len()
         );
     }
@@ -306,6 +361,13 @@ fn main() {
             "\nper core, shimeji / Moleculer: {:.2}x one at a time, {:.2}x with 64 in flight (target >= 1.5x)",
             ours.seq / peer.seq,
             ours.c64 / peer.c64,
+        );
+    }
+    if let (Some(ours), Some(peer)) = (current.per_cpu(), moleculer.per_cpu()) {
+        println!(
+            "per CPU-second, shimeji / Moleculer: {:.2}x one at a time, {:.2}x with 64 in flight",
+            ours.0 / peer.0,
+            ours.1 / peer.1,
         );
     }
     if let (Some(ours), Some(peer)) = (multi.figures(), moleculer.figures()) {

@@ -54,12 +54,21 @@ async function check(broker) {
 
 // Throughput one call at a time, untimed per call: the loop pays for no
 // clock reading, as the Rust side's does not.
+// Also counted per CPU-second of the whole process (every thread, as
+// getrusage counts it, warm-up included as on the Rust side).
 async function sequential(broker, calls) {
-	for (let i = 0, w = warmupCount(calls); i < w; i++) await broker.call("greeter.hello", PARAMS);
+	const cpu = process.cpuUsage();
+	const w = warmupCount(calls);
+	for (let i = 0; i < w; i++) await broker.call("greeter.hello", PARAMS);
 	const start = process.hrtime.bigint();
 	for (let i = 0; i < calls; i++) await broker.call("greeter.hello", PARAMS);
 	const elapsedNs = Number(process.hrtime.bigint() - start);
-	return calls / (elapsedNs / 1e9);
+	return { callsPerSec: calls / (elapsedNs / 1e9), callsPerCpuSec: (calls + w) / cpuSeconds(cpu) };
+}
+
+function cpuSeconds(since) {
+	const used = process.cpuUsage(since);
+	return (used.user + used.system) / 1e6;
 }
 
 // Latency of each call, in a pass of its own: two clock readings per call.
@@ -86,11 +95,13 @@ async function concurrent(broker, calls, concurrency) {
 		await Promise.all(Array.from({ length: concurrency }, worker));
 	};
 
-	await run(warmupCount(calls));
+	const cpu = process.cpuUsage();
+	const w = warmupCount(calls);
+	await run(w);
 	const start = process.hrtime.bigint();
 	await run(calls);
 	const elapsedNs = Number(process.hrtime.bigint() - start);
-	return { callsPerSec: calls / (elapsedNs / 1e9) };
+	return { callsPerSec: calls / (elapsedNs / 1e9), callsPerCpuSec: (calls + w) / cpuSeconds(cpu) };
 }
 
 // LEAN=0 restores the parameter schema (`{ name: "string" }`, checked by
@@ -145,11 +156,13 @@ async function main() {
 			node: process.versions.node,
 			lean: LEAN,
 			seq_calls: CALLS,
-			seq_calls_per_sec: Math.round(median(seq)),
+			seq_calls_per_sec: Math.round(median(seq.map(s => s.callsPerSec))),
+			seq_calls_per_cpu_sec: Math.round(median(seq.map(s => s.callsPerCpuSec))),
 			seq_p50_us: round2(median(lat.map(s => s.p50Us))),
 			seq_p99_us: round2(median(lat.map(s => s.p99Us))),
 			c64_calls: CALLS64,
 			c64_calls_per_sec: Math.round(median(c64.map(s => s.callsPerSec))),
+			c64_calls_per_cpu_sec: Math.round(median(c64.map(s => s.callsPerCpuSec))),
 			rounds: ROUNDS,
 		};
 		process.stdout.write(JSON.stringify(out) + "\n");
