@@ -50,11 +50,14 @@ pub(super) fn endpoints(rest: &str) -> Result<Vec<String>, String> {
     if endpoints.is_empty() {
         return Err("names no endpoint (expected `etcd://host:port[,host:port…]`)".into());
     }
+    if rest.contains('@') {
+        return Err("credentials in the URL are not supported".into());
+    }
     for endpoint in &endpoints {
         let valid = endpoint
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !valid || endpoint.contains('/') || endpoint.contains('@') {
+        if !valid || endpoint.contains('/') {
             return Err(format!("endpoint `{endpoint}` is not `host:port`"));
         }
     }
@@ -94,16 +97,22 @@ fn lease_not_found(error: &etcd_client::Error) -> bool {
         if status.message().contains("lease not found"))
 }
 
-/// `call` within [`REQUEST_TIMEOUT`].
+/// `call` within [`REQUEST_TIMEOUT`]: etcd's answer, or unreachable.
+async fn timed_raw<T>(
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<Result<T, etcd_client::Error>, RegistryError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, call)
+        .await
+        .map_err(|_| {
+            RegistryError::Unreachable(format!("etcd did not answer within {REQUEST_TIMEOUT:?}"))
+        })
+}
+
+/// `call` within [`REQUEST_TIMEOUT`]; any failure is unreachable.
 async fn timed<T>(
     call: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, RegistryError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
-        Ok(result) => result.map_err(unreachable),
-        Err(_) => Err(RegistryError::Unreachable(format!(
-            "etcd did not answer within {REQUEST_TIMEOUT:?}"
-        ))),
-    }
+    timed_raw(call).await?.map_err(unreachable)
 }
 
 fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> Revision {
@@ -167,17 +176,16 @@ impl RegistryBackend for EtcdRegistry {
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<bool, RegistryError>> {
         Box::pin(async move {
             let mut client = self.client.clone();
-            let renewed = timed(async move {
-                let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-                keeper.keep_alive().await?;
-                stream.message().await
-            })
-            .await?;
-            match renewed {
-                Some(response) => Ok(response.ttl() > 0),
-                None => Err(RegistryError::Unreachable(
-                    "etcd closed the keep-alive stream".into(),
-                )),
+            // Opening the keep-alive stream sends one renewal and reads its
+            // answer: a TTL of 0 (the lease is gone) is an error there.
+            match timed_raw(client.lease_keep_alive(lease)).await? {
+                Ok(_) => Ok(true),
+                Err(etcd_client::Error::LeaseKeepAliveError(reason))
+                    if reason.contains("lease not found") =>
+                {
+                    Ok(false)
+                }
+                Err(error) => Err(unreachable(error)),
             }
         })
     }
@@ -185,13 +193,10 @@ impl RegistryBackend for EtcdRegistry {
     fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<Revision, RegistryError>> {
         Box::pin(async move {
             let mut client = self.client.clone();
-            match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(lease)).await {
-                Ok(Ok(response)) => Ok(revision_of(response.header())),
-                Ok(Err(error)) if lease_not_found(&error) => Err(RegistryError::LeaseLost(lease)),
-                Ok(Err(error)) => Err(unreachable(error)),
-                Err(_) => Err(RegistryError::Unreachable(format!(
-                    "etcd did not answer within {REQUEST_TIMEOUT:?}"
-                ))),
+            match timed_raw(client.lease_revoke(lease)).await? {
+                Ok(response) => Ok(revision_of(response.header())),
+                Err(error) if lease_not_found(&error) => Err(RegistryError::LeaseLost(lease)),
+                Err(error) => Err(unreachable(error)),
             }
         })
     }
@@ -205,14 +210,10 @@ impl RegistryBackend for EtcdRegistry {
         Box::pin(async move {
             let mut client = self.client.clone();
             let options = PutOptions::new().with_lease(lease);
-            match tokio::time::timeout(REQUEST_TIMEOUT, client.put(key, value, Some(options))).await
-            {
-                Ok(Ok(response)) => Ok(revision_of(response.header())),
-                Ok(Err(error)) if lease_not_found(&error) => Err(RegistryError::LeaseLost(lease)),
-                Ok(Err(error)) => Err(unreachable(error)),
-                Err(_) => Err(RegistryError::Unreachable(format!(
-                    "etcd did not answer within {REQUEST_TIMEOUT:?}"
-                ))),
+            match timed_raw(client.put(key, value, Some(options))).await? {
+                Ok(response) => Ok(revision_of(response.header())),
+                Err(error) if lease_not_found(&error) => Err(RegistryError::LeaseLost(lease)),
+                Err(error) => Err(unreachable(error)),
             }
         })
     }
@@ -273,14 +274,11 @@ impl RegistryBackend for EtcdRegistry {
         Box::pin(async move {
             let mut client = self.client.clone();
             let revision = i64::try_from(revision).unwrap_or(i64::MAX);
-            match tokio::time::timeout(REQUEST_TIMEOUT, client.compact(revision, None)).await {
-                Ok(Ok(_)) => Ok(()),
+            match timed_raw(client.compact(revision, None)).await? {
+                Ok(_) => Ok(()),
                 // Compacted already: nothing to do.
-                Ok(Err(error)) if error.to_string().contains("compacted") => Ok(()),
-                Ok(Err(error)) => Err(unreachable(error)),
-                Err(_) => Err(RegistryError::Unreachable(format!(
-                    "etcd did not answer within {REQUEST_TIMEOUT:?}"
-                ))),
+                Err(error) if error.to_string().contains("compacted") => Ok(()),
+                Err(error) => Err(unreachable(error)),
             }
         })
     }

@@ -91,7 +91,7 @@ pub use watch::{Table, Watcher};
 pub type LeaseId = i64;
 
 /// Default lease TTL of an instance (`registry_ttl`): 10 s.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+pub const DEFAULT_TTL: Duration = crate::config::DEFAULT_REGISTRY_TTL;
 
 /// What went wrong with the registry.
 #[derive(Debug, thiserror::Error)]
