@@ -2,7 +2,6 @@
 //! in-process backend and against a real etcd (started per test), then
 //! what only etcd can do (be restarted, be unreachable).
 
-#[allow(dead_code)]
 mod support;
 
 use futures::future::BoxFuture;
