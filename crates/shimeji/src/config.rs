@@ -7,7 +7,11 @@
 //! no metrics are recorded), `LOGGING`, and the WebSocket hub's
 //! `websocket_max_message_size`, `websocket_max_in_flight`,
 //! `websocket_send_queue`, `websocket_allowed_origins` (see
-//! [`WebSocketHub`](crate::http::WebSocketHub)). Any other key is the service's own,
+//! [`WebSocketHub`](crate::http::WebSocketHub)), and the service registry's
+//! `REGISTRY`, `registry_ttl`, `instance_id`, `SERVICE_VERSION`,
+//! `registry_advertise_address`, `sticky_sessions`, `deregister_timeout`,
+//! `deregister_delay` (see [`registry`](crate::registry) and
+//! [`ServiceRunner`](crate::ServiceRunner)). Any other key is the service's own,
 //! read with [`Config::get`] or the [`ServiceConfig`] dependency.
 //!
 //! A config file is YAML, as Nameko's: `${VAR}` and `${VAR:default}` in
@@ -53,6 +57,14 @@ pub const DEFAULT_MAX_WORKERS: usize = 10;
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a stopping service waits for its workers.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `registry_ttl`: the lease of an instance's registration.
+pub const DEFAULT_REGISTRY_TTL: Duration = Duration::from_secs(10);
+/// Default `deregister_timeout`: how long a stopping instance waits for the
+/// routers to apply its deregistration.
+pub const DEFAULT_DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `deregister_delay` on a registry other processes read, when no
+/// router reports: the time routers get to notice the deregistration.
+pub const DEFAULT_DEREGISTER_DELAY: Duration = Duration::from_secs(2);
 
 /// Words that make a key's value a secret, wherever the key is nested.
 const SECRET_WORDS: [&str; 7] = [
@@ -124,6 +136,14 @@ impl Config {
             "parent_calls_tracked",
             "rpc_timeout",
             "drain_timeout",
+            "REGISTRY",
+            "registry_ttl",
+            "instance_id",
+            "SERVICE_VERSION",
+            "registry_advertise_address",
+            "sticky_sessions",
+            "deregister_timeout",
+            "deregister_delay",
         ] {
             if let Ok(raw) = std::env::var(key) {
                 let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
@@ -239,8 +259,36 @@ impl Config {
                 }
             }
         }
+        if let Some(s) = self.get::<f64>("registry_ttl")? {
+            if !(s.is_finite() && s >= 1.0) {
+                return Err(ConfigError {
+                    key: "registry_ttl".into(),
+                    message: "must be at least 1 (seconds)".into(),
+                });
+            }
+        }
+        for key in ["deregister_timeout", "deregister_delay"] {
+            if let Some(s) = self.get::<f64>(key)? {
+                if !(s.is_finite() && s >= 0.0) {
+                    return Err(ConfigError {
+                        key: key.into(),
+                        message: "must be zero or a positive number of seconds".into(),
+                    });
+                }
+            }
+        }
         self.get::<String>("AMQP_URI")?;
         self.get::<String>("METRICS_ADDRESS")?;
+        for key in [
+            "REGISTRY",
+            "registry",
+            "instance_id",
+            "SERVICE_VERSION",
+            "registry_advertise_address",
+        ] {
+            self.get::<String>(key)?;
+        }
+        self.get::<bool>("sticky_sessions")?;
         Ok(())
     }
 
@@ -273,6 +321,31 @@ impl Config {
     /// `drain_timeout`: how long a stopping service waits for its workers (default 30 s).
     pub fn drain_timeout(&self) -> Duration {
         seconds(self.get("drain_timeout").ok().flatten()).unwrap_or(DEFAULT_DRAIN_TIMEOUT)
+    }
+
+    /// `registry_ttl`: the lease of an instance's registration, in whole
+    /// seconds (default 10); renewed every third of it.
+    pub fn registry_ttl(&self) -> Duration {
+        self.get::<f64>("registry_ttl")
+            .ok()
+            .flatten()
+            .filter(|s| s.is_finite() && *s >= 1.0)
+            .map(|s| Duration::from_secs(s.round() as u64))
+            .unwrap_or(DEFAULT_REGISTRY_TTL)
+    }
+
+    /// `deregister_timeout`: how long a stopping instance waits for every
+    /// router to apply its deregistration (default 5 s).
+    pub fn deregister_timeout(&self) -> Duration {
+        non_negative_seconds(self.get("deregister_timeout").ok().flatten())
+            .unwrap_or(DEFAULT_DEREGISTER_TIMEOUT)
+    }
+
+    /// `deregister_delay`, when set: how long a stopping instance waits
+    /// after deregistering when no router reports (default: 2 s on a
+    /// registry other processes read, 0 on an in-process one).
+    pub fn deregister_delay(&self) -> Option<Duration> {
+        non_negative_seconds(self.get("deregister_delay").ok().flatten())
     }
 
     /// `AMQP_URI`, when set.
@@ -365,6 +438,12 @@ pub fn redact_uri(uri: &str) -> String {
         Some((user, _password)) => format!("{scheme}{user}:***@{host}"),
         None => format!("{scheme}{userinfo}@{host}"),
     }
+}
+
+fn non_negative_seconds(value: Option<f64>) -> Option<Duration> {
+    value
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 fn seconds(value: Option<f64>) -> Option<Duration> {

@@ -45,6 +45,7 @@
 //! | [`metrics`] | Prometheus metrics of every entrypoint, client and transport |
 //! | `otlp` | OpenTelemetry span export over OTLP/HTTP (feature `otlp`) |
 //! | [`health`] | liveness and readiness |
+//! | [`registry`] | the service registry: instances, their routes, leases; etcd with feature `etcd` |
 //! | `logging` | text and JSON log lines with the worker's call id (feature `cli`) |
 //! | [`container`] | one running instance: concurrency, draining |
 //! | [`runner`] | starting a set of services, signals, entrypoint waiters |
@@ -82,6 +83,7 @@ pub mod metrics;
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 pub mod otlp;
 pub mod payload;
+pub mod registry;
 pub mod runner;
 pub mod service;
 mod sync;

@@ -60,6 +60,10 @@ pub trait Service: Dependencies + Send + Sync + 'static {
     /// Whether its RPC entrypoints answer on the WebSocket hub
     /// (`#[service(name = "…", websocket)]`).
     const WEBSOCKET_RPC: bool = false;
+    /// The version of the package that declares it (its `Cargo.toml`
+    /// version, where `#[service]` expands); empty when unknown. The
+    /// registry publishes it unless `SERVICE_VERSION` says otherwise.
+    const VERSION: &'static str = "";
 
     /// The RPC entrypoint called `method`, if there is one: the one name
     /// lookup of a call.

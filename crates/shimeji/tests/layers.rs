@@ -10,7 +10,7 @@
 //! layer 4                  dependency
 //! layer 5                  service
 //! layer 6  entrypoint      container  client  events  inject  health
-//!          families
+//!          families        registry
 //! layer 7  plug-in seam    extension (what a runner shares with its plug-ins)
 //! layer 8  plug-ins        http  otlp  logging
 //! layer 9  process         runner
@@ -40,6 +40,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("events", 6),
     ("inject", 6),
     ("health", 6),
+    ("registry", 6),
     ("extension", 7),
     ("http", 8),
     ("otlp", 8),

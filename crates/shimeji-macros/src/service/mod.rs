@@ -140,6 +140,10 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             const NAME: &'static str = #service_name;
             const ENTRYPOINTS: &'static [&'static str] = &[#(#entrypoint_names),*];
             const WEBSOCKET_RPC: bool = #websocket;
+            const VERSION: &'static str = match ::core::option_env!("CARGO_PKG_VERSION") {
+                ::core::option::Option::Some(version) => version,
+                ::core::option::Option::None => "",
+            };
             #rpc
             #event
             #timer

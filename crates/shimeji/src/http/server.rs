@@ -97,6 +97,19 @@ impl WebApp {
         self.routes.is_empty() && self.websocket_services.is_empty()
     }
 
+    /// What it serves: each route's service, method and path template, and
+    /// the services whose RPC answers on `/ws`.
+    fn served(&self) -> Served {
+        Served {
+            routes: self
+                .routes
+                .iter()
+                .map(|(service, spec, _)| (*service, spec.method, spec.path))
+                .collect(),
+            websocket: self.websocket_services.clone(),
+        }
+    }
+
     fn router(self, hub: Arc<Hub>, client: Client, limits: WebLimits) -> Result<Router, String> {
         let mut seen: Vec<(&str, &str, &str)> = Vec::new();
         let mut router = Router::new();
@@ -143,11 +156,22 @@ impl WebApp {
     }
 }
 
+/// What a web server serves, as the registry publishes it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Served {
+    /// `(service, method, path template)` of every route.
+    pub(crate) routes: Vec<(&'static str, &'static str, &'static str)>,
+    /// The services whose RPC entrypoints answer on `/ws`.
+    pub(crate) websocket: Vec<&'static str>,
+}
+
 /// The web server of a runner: it serves when a service has HTTP or
 /// WebSocket entrypoints, on `WEB_SERVER_ADDRESS`.
 #[derive(Default)]
 pub(crate) struct WebServer {
     app: WebApp,
+    /// What it serves, once started.
+    served: Served,
     /// The runner's WebSocket hub, which services reach through their
     /// [`WebSocketHub`](super::WebSocketHub) fields.
     hub: Arc<Hub>,
@@ -191,6 +215,7 @@ impl RunnerExtension for WebServer {
             if app.is_empty() {
                 return Ok(());
             }
+            let served = app.served();
             let config = &runner.config;
             let address = config
                 .get::<String>("WEB_SERVER_ADDRESS")?
@@ -200,6 +225,7 @@ impl RunnerExtension for WebServer {
                 .router(self.hub.clone(), runner.client(), limits)
                 .map_err(StartError::Routes)?;
             self.listening = Some(Listening::serve("web server", &address, router).await?);
+            self.served = served;
             Ok(())
         })
     }
@@ -223,5 +249,10 @@ impl WebServer {
     /// The address it listens on, once started.
     pub(crate) fn address(&self) -> Option<std::net::SocketAddr> {
         super::listener::address_of(&self.listening)
+    }
+
+    /// What it serves (nothing before it started, or when it serves nothing).
+    pub(crate) fn served(&self) -> &Served {
+        &self.served
     }
 }

@@ -27,6 +27,38 @@
 //! What a build adds to every runner (the web server and the operations
 //! server, with feature `http`) plugs in as a runner extension: the runner
 //! itself knows only services, a transport and its configuration.
+//!
+//! # Registry, and the order of a stop
+//!
+//! Once every service started and the servers listen, the runner registers
+//! each service in the [service registry](crate::registry): the one
+//! `REGISTRY` names (`etcd://host:2379[,…]`, feature `etcd`), the one given
+//! with [`ServiceRunner::registry`], or else an in-process one. Its record
+//! names the HTTP address and the routes of the service's `#[http]`
+//! entrypoints, so a gateway routes to it with no route file.
+//!
+//! [`RunningServices::stop`] (and SIGTERM) then goes in the order that
+//! loses no request behind a router:
+//!
+//! 1. `/health/ready` answers 503 (draining);
+//! 2. the services deregister (their lease is revoked);
+//! 3. the runner waits until every router reports it applied that
+//!    revision (at most `deregister_timeout`), or `deregister_delay` when
+//!    none reports; the web server still serves meanwhile;
+//! 4. the web server stops accepting, finishes the requests in flight and
+//!    closes idle keep-alive connections;
+//! 5. the services drain their workers (`drain_timeout`) and stop.
+//!
+//! | key | default | what |
+//! |---|---|---|
+//! | `REGISTRY` (or `registry`) | in-process | the registry's URL: `memory`, `etcd://host:2379[,host:2379…]` |
+//! | `registry_ttl` | 10 | seconds of the registration's lease, renewed every third of it |
+//! | `instance_id` | `<host>-<pid>-<random>` | the instance's id in the registry |
+//! | `SERVICE_VERSION` | the service's package version | the version published |
+//! | `registry_advertise_address` | the web server's address (host name when it listens on every interface) | the `host:port` routers send requests to |
+//! | `sticky_sessions` | false | asks routers to keep each client on one instance |
+//! | `deregister_timeout` | 5 | seconds a stopping instance waits for the routers |
+//! | `deregister_delay` | 2 on etcd, 0 in process | seconds it waits when no router reports |
 
 use std::sync::Arc;
 
@@ -35,11 +67,13 @@ use crate::container::{StartError, Waiters};
 use crate::dependency::Extensions;
 use crate::extension::Shared;
 use crate::health::{Health, Stage};
+use crate::registry::Registry;
 use crate::service::Service;
 use crate::transport::{MemoryTransport, Transport};
 
 mod extensions;
 mod instance;
+mod registrar;
 mod running;
 mod signal;
 mod waiter;
@@ -56,6 +90,9 @@ pub struct ServiceRunner {
     transport: Option<Arc<dyn Transport>>,
     pending: Vec<Box<dyn Pending>>,
     names: Vec<&'static str>,
+    /// The version of each service, in the order of `names`.
+    versions: Vec<&'static str>,
+    registry: Option<Registry>,
 }
 
 impl Default for ServiceRunner {
@@ -78,7 +115,17 @@ impl ServiceRunner {
             transport: None,
             pending: Vec::new(),
             names: Vec::new(),
+            versions: Vec::new(),
+            registry: None,
         }
+    }
+
+    /// Registers the services in `registry` instead of the one the
+    /// configuration names (`REGISTRY`) or a fresh in-process one: to share
+    /// an in-process registry with a gateway in the same process.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Runs the services on `transport` instead of a fresh [`MemoryTransport`].
@@ -95,6 +142,7 @@ impl ServiceRunner {
     pub(crate) fn service_arc<S: Service>(mut self, service: Arc<S>) -> Self {
         if !self.names.contains(&S::NAME) {
             self.names.push(S::NAME);
+            self.versions.push(S::VERSION);
         }
         self.pending.push(Box::new(Instance(service)));
         self
@@ -134,8 +182,26 @@ impl ServiceRunner {
     /// With `METRICS_ADDRESS` set, metrics are recorded and the operations
     /// server (`/metrics`, `/health/live`, `/health/ready`) listens there
     /// from before the services start: ready once they all have.
-    pub async fn start(self) -> Result<RunningServices, StartError> {
+    ///
+    /// Once they all started and the servers listen, the services register
+    /// in the registry (see the [module docs](self)); a registry that
+    /// cannot be reached then fails the start.
+    pub async fn start(mut self) -> Result<RunningServices, StartError> {
         self.config.validate()?;
+        let registry = match self.registry.take() {
+            Some(registry) => registry,
+            None => Registry::from_config(&self.config)
+                .await
+                .map_err(|e| registrar::start_error(&e))?
+                .unwrap_or_else(Registry::memory),
+        };
+        let services = self
+            .names
+            .iter()
+            .copied()
+            .zip(self.versions.iter().copied())
+            .collect();
+        let registrar = registrar::Registrar::new(registry, services);
         // Before the transport: an extension may turn metrics on, and the
         // transport measures from its first connection.
         let extensions = extensions::registered(&self.config)?;
@@ -146,8 +212,12 @@ impl ServiceRunner {
             transport,
             waiters: Waiters::new(),
         };
-        let mut running = RunningServices::new(shared, extensions);
-        if let Err(e) = running.start(self.pending).await {
+        let mut running = RunningServices::new(shared, extensions, registrar);
+        let started = match running.start(self.pending).await {
+            Ok(()) => running.register().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
             running.stop().await;
             return Err(e);
         }
@@ -171,6 +241,7 @@ impl RunningServices {
             shared,
             extensions,
             instances,
+            ..
         } = self;
         extensions.open(shared, &mut values).await?;
         for instance in pending {
@@ -179,5 +250,20 @@ impl RunningServices {
         extensions.start(shared).await?;
         shared.health.set_stage(Stage::Serving);
         Ok(())
+    }
+
+    /// Registers the services, which are ready: serving, their listeners
+    /// bound.
+    async fn register(&mut self) -> Result<(), StartError> {
+        #[allow(unused_mut)]
+        let mut web = registrar::WebServed::default();
+        #[cfg(feature = "http")]
+        if let Some(server) = self.extension::<crate::http::server::WebServer>() {
+            web.bound = server.address();
+            web.routes = server.served().routes.clone();
+            web.websocket = server.served().websocket.clone();
+        }
+        let config = self.shared.config.clone();
+        self.registrar.register(&config, &web).await
     }
 }

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use super::instance::Started;
+use super::registrar::Registrar;
 use super::{shutdown_signal, EntrypointWaiter};
 use crate::client::{Client, ServiceClient};
 use crate::config::Config;
 use crate::extension::{RunnerExtension, RunnerExtensions, Shared};
 use crate::health::{Health, Stage};
+use crate::registry::{Registration, Registry};
 use crate::transport::Transport;
 
 /// Services that run; drop does not stop them, [`stop`](Self::stop) does.
@@ -16,15 +18,28 @@ pub struct RunningServices {
     pub(super) extensions: RunnerExtensions,
     /// The instances started, in order.
     pub(super) instances: Vec<Box<dyn Started>>,
+    pub(super) registrar: Registrar,
 }
 
 impl RunningServices {
-    pub(super) fn new(shared: Shared, extensions: RunnerExtensions) -> Self {
+    pub(super) fn new(shared: Shared, extensions: RunnerExtensions, registrar: Registrar) -> Self {
         RunningServices {
             shared,
             extensions,
             instances: Vec::new(),
+            registrar,
         }
+    }
+
+    /// The service registry the services registered in.
+    pub fn registry(&self) -> &Registry {
+        self.registrar.registry()
+    }
+
+    /// The services' registrations, one for each service (none once
+    /// stopping).
+    pub fn registrations(&self) -> &[Registration] {
+        self.registrar.registrations()
     }
 
     /// The runner's extension of type `T`, if it has one.
@@ -107,10 +122,14 @@ impl RunningServices {
         self.stop().await;
     }
 
-    /// Stops every service: stop taking work, drain, stop dependencies;
-    /// then the servers the runner started.
+    /// Stops every service, in the order that loses no request behind a
+    /// router (see [the runner's docs](super#registry-and-the-order-of-a-stop)):
+    /// not ready, deregister, wait for the routers, stop accepting and
+    /// close idle connections, drain, stop dependencies; then the servers
+    /// the runner started.
     pub async fn stop(mut self) {
         self.shared.health.set_stage(Stage::Draining);
+        self.registrar.withdraw(&self.shared.config).await;
         self.extensions.draining();
         let stops = self.instances.into_iter().map(|instance| instance.stop());
         futures::future::join_all(stops).await;

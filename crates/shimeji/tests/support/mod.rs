@@ -4,6 +4,7 @@
 //!   stopping the broker, and a raw AMQP client that publishes and consumes
 //!   as a peer would;
 //! - [`child`]: running part of a test in a child process;
+//! - [`etcd`]: a throwaway etcd on free loopback ports;
 //! - [`events`]: services that record the events they handle;
 //! - [`scrape`]: reading a Prometheus scrape;
 //! - [`websocket`]: a WebSocket client of the hub.
@@ -22,11 +23,13 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod child;
+pub mod etcd;
 pub mod events;
 pub mod scrape;
 pub mod websocket;
 
 pub use child::{spawn_test, TestChild};
+pub use etcd::Etcd;
 pub(crate) use events::event_log_service;
 pub use events::EventLog;
 pub use scrape::sample;
