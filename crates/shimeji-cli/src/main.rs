@@ -7,11 +7,13 @@
 //! shimeji dispatch greeter greeted '{"name": "Ada"}'
 //! shimeji show-config --config config.yaml
 //! shimeji services
+//! shimeji gateway --registry etcd://127.0.0.1:2379 --listen 0.0.0.0:8080
 //! ```
 //!
 //! Exit status: 0 done, 1 the call failed (a remote error, a timeout),
 //! 2 a usage or configuration error, 3 the broker cannot be reached.
 
+mod gateway;
 mod services;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -84,6 +86,9 @@ applied) or, without it, the configuration taken from the environment, plus
     /// List the services the broker serves.
     #[command(long_about = services::LONG_ABOUT)]
     Services(ServicesArgs),
+    /// Serve HTTP in front of the instances the registry lists.
+    #[command(long_about = gateway::LONG_ABOUT)]
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(clap::Args)]
@@ -184,10 +189,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.format(&mut command).exit(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The gateway serves many connections at once: every core.
+    let runtime = match &cli.command {
+        Command::Gateway(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -216,7 +225,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    cli.log.init("warn")?;
+    let default_level = match cli.command {
+        Command::Gateway(_) => "info",
+        _ => "warn",
+    };
+    cli.log.init(default_level)?;
     let config = cli.config.load()?;
     match cli.command {
         Command::Call(args) => call(with_broker(config)?, args).await,
@@ -225,6 +238,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print!("{}", render_config(&config, args.format));
             Ok(())
         }
+        Command::Gateway(args) => gateway::run(&config, args).await,
         Command::Services(args) => {
             let config = with_broker(config)?;
             let uri = config.amqp_uri().unwrap_or_else(|| DEFAULT_BROKER.into());

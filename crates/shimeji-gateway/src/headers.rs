@@ -1,0 +1,256 @@
+//! The headers a proxy must change, on the way in and on the way out.
+//!
+//! - Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it
+//!   names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+//!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`,
+//!   `Proxy-Authorization`) are dropped both ways; for a WebSocket upgrade
+//!   `Connection: upgrade` and `Upgrade` are set again.
+//! - `X-Request-Id`: the client's when it is 1 to 128 visible ASCII
+//!   characters (what shimeji's HTTP entrypoints accept), else a new one;
+//!   sent to the instance and returned to the client.
+//! - `traceparent`: the client's when it is a valid W3C trace context,
+//!   else a new sampled root (and the client's `tracestate`, which belongs
+//!   to the discarded one, is dropped).
+//! - `X-Forwarded-For` gets the client's address appended;
+//!   `X-Forwarded-Proto` (`http`) and `X-Forwarded-Host` (the `Host`) are
+//!   set when the client did not send them (a TLS terminator in front
+//!   sets them).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use shimeji::trace::TraceParent;
+use std::net::IpAddr;
+
+/// The `X-Request-Id` header.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The W3C `traceparent` header.
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The hop-by-hop headers every message loses.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Drops the hop-by-hop headers, those `Connection` names first.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Whether the headers ask for a WebSocket upgrade.
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has = |name: HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// The request id the client gave, if it is usable.
+fn given_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
+}
+
+/// A new request id: 32 hex digits.
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Rewrites a client's request headers for the instance; the request id
+/// (to return to the client). `peer` is the client's address.
+pub(crate) fn to_upstream(
+    headers: &mut HeaderMap,
+    peer: Option<IpAddr>,
+    websocket: bool,
+) -> HeaderValue {
+    strip_hop_by_hop(headers);
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    let request_id = given_request_id(headers).unwrap_or_else(new_request_id);
+    headers.insert(REQUEST_ID, request_id.clone());
+
+    let valid_parent = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .is_some();
+    if !valid_parent {
+        headers.remove(TRACESTATE);
+        if let Ok(value) = HeaderValue::from_str(&TraceParent::new_root().to_string()) {
+            headers.insert(TRACEPARENT, value);
+        }
+    }
+
+    if let Some(ip) = peer {
+        let forwarded = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
+            _ => ip.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+    request_id
+}
+
+/// Rewrites an instance's response headers for the client.
+pub(crate) fn to_client(headers: &mut HeaderMap, request_id: &HeaderValue, websocket: bool) {
+    strip_hop_by_hop(headers);
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    if !headers.contains_key(REQUEST_ID) {
+        headers.insert(REQUEST_ID, request_id.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("content-type", "application/json"),
+            ("host", "api.example"),
+        ]);
+        to_upstream(&mut h, None, false);
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "transfer-encoding",
+            "te",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} passed");
+        }
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["x-forwarded-host"], "api.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn request_ids_and_trace_contexts_are_kept_or_made() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = map(&[
+            ("x-request-id", "abc-1"),
+            ("traceparent", parent),
+            ("tracestate", "k=v"),
+        ]);
+        let id = to_upstream(&mut h, None, false);
+        assert_eq!(id, "abc-1");
+        assert_eq!(h["traceparent"], parent);
+        assert_eq!(h["tracestate"], "k=v");
+
+        let mut h = map(&[
+            ("x-request-id", ""),
+            ("traceparent", "garbage"),
+            ("tracestate", "k=v"),
+        ]);
+        let id = to_upstream(&mut h, None, false);
+        assert_eq!(id.len(), 32);
+        assert_eq!(h["x-request-id"], id);
+        let made = h["traceparent"].to_str().unwrap();
+        assert!(TraceParent::parse(made).is_some(), "{made}");
+        assert!(!h.contains_key("tracestate"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let ip: IpAddr = [10, 0, 0, 7].into();
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        to_upstream(&mut h, Some(ip), false);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        let mut h = HeaderMap::new();
+        to_upstream(&mut h, Some(ip), false);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+    }
+
+    #[test]
+    fn websocket_upgrades_keep_their_upgrade_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert!(is_websocket_upgrade(&h));
+        to_upstream(&mut h, None, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!is_websocket_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn responses_lose_hop_headers_and_carry_the_request_id() {
+        let id = HeaderValue::from_static("r1");
+        let mut h = map(&[("connection", "close"), ("content-length", "2")]);
+        to_client(&mut h, &id, false);
+        assert!(!h.contains_key("connection"));
+        assert_eq!(h["x-request-id"], "r1");
+        let mut h = map(&[("x-request-id", "theirs")]);
+        to_client(&mut h, &id, false);
+        assert_eq!(h["x-request-id"], "theirs");
+    }
+}
