@@ -1,5 +1,6 @@
-//! `shimeji`: call services, dispatch events, show a configuration, and list
-//! the services a RabbitMQ broker serves.
+//! `shimeji`: call services, dispatch events, show a configuration, list
+//! the services a RabbitMQ broker serves; keep HAProxy in step with the
+//! service registry.
 //!
 //! ```text
 //! shimeji call greeter.hello '{"name": "Ada"}'      # keyword arguments
@@ -7,11 +8,14 @@
 //! shimeji dispatch greeter greeted '{"name": "Ada"}'
 //! shimeji show-config --config config.yaml
 //! shimeji services
+//! shimeji haproxy-sync --registry etcd://127.0.0.1:2379 --haproxy-socket /run/haproxy/admin.sock
 //! ```
 //!
 //! Exit status: 0 done, 1 the call failed (a remote error, a timeout),
-//! 2 a usage or configuration error, 3 the broker cannot be reached.
+//! 2 a usage or configuration error, 3 the broker (or
+//! the service registry) cannot be reached.
 
+mod platform;
 mod services;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -84,6 +88,9 @@ applied) or, without it, the configuration taken from the environment, plus
     /// List the services the broker serves.
     #[command(long_about = services::LONG_ABOUT)]
     Services(ServicesArgs),
+    /// Keep HAProxy's backends in step with the service registry.
+    #[command(long_about = platform::HAPROXY_SYNC_ABOUT)]
+    HaproxySync(platform::HaproxySyncArgs),
 }
 
 #[derive(clap::Args)]
@@ -216,7 +223,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    cli.log.init("warn")?;
+    // The long-running sync says what it does; the rest only what goes wrong.
+    let default_level = match cli.command {
+        Command::HaproxySync(_) => "info",
+        _ => "warn",
+    };
+    cli.log.init(default_level)?;
     let config = cli.config.load()?;
     match cli.command {
         Command::Call(args) => call(with_broker(config)?, args).await,
@@ -246,6 +258,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::HaproxySync(args) => platform::haproxy_sync(args)
+            .await
+            .map_err(|(code, message)| Failure::Other(code, message)),
     }
 }
 
