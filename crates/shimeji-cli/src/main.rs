@@ -1,6 +1,6 @@
 //! `shimeji`: call services, dispatch events, show a configuration, list
 //! the services a RabbitMQ broker serves; keep HAProxy in step with the
-//! service registry.
+//! service registry, and roll the instances of a service to a new version.
 //!
 //! ```text
 //! shimeji call greeter.hello '{"name": "Ada"}'      # keyword arguments
@@ -9,10 +9,11 @@
 //! shimeji show-config --config config.yaml
 //! shimeji services
 //! shimeji haproxy-sync --registry etcd://127.0.0.1:2379 --haproxy-socket /run/haproxy/admin.sock
+//! shimeji upgrade notes --registry etcd://127.0.0.1:2379 -- ./notes-v2
 //! ```
 //!
-//! Exit status: 0 done, 1 the call failed (a remote error, a timeout),
-//! 2 a usage or configuration error, 3 the broker (or
+//! Exit status: 0 done, 1 the call failed (a remote error, a timeout, a
+//! step of an upgrade), 2 a usage or configuration error, 3 the broker (or
 //! the service registry) cannot be reached.
 
 mod platform;
@@ -91,6 +92,9 @@ applied) or, without it, the configuration taken from the environment, plus
     /// Keep HAProxy's backends in step with the service registry.
     #[command(long_about = platform::HAPROXY_SYNC_ABOUT)]
     HaproxySync(platform::HaproxySyncArgs),
+    /// Roll the instances of a service on this host to a new command.
+    #[command(long_about = platform::UPGRADE_ABOUT)]
+    Upgrade(platform::UpgradeArgs),
 }
 
 #[derive(clap::Args)]
@@ -259,6 +263,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::HaproxySync(args) => platform::haproxy_sync(args)
+            .await
+            .map_err(|(code, message)| Failure::Other(code, message)),
+        Command::Upgrade(args) => platform::upgrade(args)
             .await
             .map_err(|(code, message)| Failure::Other(code, message)),
     }

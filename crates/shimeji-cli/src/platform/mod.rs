@@ -1,17 +1,21 @@
 //! The platform commands, which follow the service registry:
-//! `shimeji haproxy-sync` keeps HAProxy's backends in step with it.
+//! `shimeji haproxy-sync` keeps HAProxy's backends in step with it, and
+//! `shimeji upgrade` rolls the instances of a service to a new command.
 
 mod haproxy_api;
 mod haproxy_sync;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shimeji::cli::{EXIT_CONNECT, EXIT_USAGE};
+use shimeji::cli::{EXIT_CONNECT, EXIT_FAILURE, EXIT_USAGE};
 use shimeji::registry::{host_name, Registry, RegistryError};
 
 use haproxy_api::RuntimeApi;
 use haproxy_sync::{HaproxySync, SyncOptions};
+pub use upgrade::UpgradeError;
+use upgrade::UpgradeOptions;
 
 /// `shimeji haproxy-sync --help`.
 pub const HAPROXY_SYNC_ABOUT: &str = "\
@@ -64,6 +68,75 @@ pub struct HaproxySyncArgs {
     /// Seconds of the lease its router report is kept under.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     router_ttl: u64,
+}
+
+/// `shimeji upgrade --help`.
+pub const UPGRADE_ABOUT: &str = "\
+Roll the instances of SERVICE running on this host to NEW_COMMAND, one at a
+time, never running fewer than before.
+
+For each old instance (found in the registry by host and pid, oldest first):
+start NEW_COMMAND detached (its own process group, stdin closed, stdout and
+stderr appended to a log file in --log-dir); wait until a new instance of
+SERVICE registers (a new instance id whose pid is the started process or runs
+under it; else, after 2 s, any new instance id), until GET /health/ready at its
+HTTP address answers 200 (a 404 there means it serves no such endpoint, and
+registration, which instances do once ready, stands for readiness), and until
+every router (gateway, haproxy-sync) has applied the revision of its
+registration; with --soak, watch it that long: it must keep running and
+registered, and with --max-error-rate its error rate over the soak, from
+shimeji_entrypoint_calls_total in its /metrics (every outcome but `ok` counts
+as an error), must not exceed the rate; then SIGTERM the old instance and wait
+until it exited and its record is gone (SIGKILL after --grace).
+
+A new instance that fails a step is stopped the same way, and the upgrade ends
+with exit status 1, the old instances not yet replaced still running. The
+processes it started are listed in <log dir>/<SERVICE>.upgrade.json; `shimeji
+upgrade SERVICE --abort` stops those that still run, the same graceful way
+(refusing, without --force, to leave SERVICE with no instance).
+
+Exit status: 0 done, 1 a step failed, 2 usage (nothing to upgrade), 3 the
+registry cannot be reached.";
+
+/// Arguments of `shimeji upgrade`.
+#[derive(clap::Args)]
+pub struct UpgradeArgs {
+    /// The service to upgrade.
+    service: String,
+    /// The service registry: etcd://host:2379[,host:2379…] [default: REGISTRY].
+    #[arg(long, value_name = "URL", env = "REGISTRY")]
+    registry: String,
+    /// Seconds to watch each new instance before an old one stops.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    soak: f64,
+    /// Highest error rate over the soak, from 0 to 1 (e.g. 0.01).
+    #[arg(long, value_name = "RATE")]
+    max_error_rate: Option<f64>,
+    /// Seconds an instance may take to stop after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    grace: f64,
+    /// Where the new instances' logs and the upgrade's state file go.
+    #[arg(long, value_name = "DIR", default_value = "upgrade-logs")]
+    log_dir: PathBuf,
+    /// Seconds a new instance may take to register and be ready.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    ready_timeout: f64,
+    /// Seconds the routers may take to apply a new instance's registration.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    applied_timeout: f64,
+    /// Stop the instances the last upgrade of SERVICE started instead.
+    #[arg(long, conflicts_with_all = ["command", "max_error_rate"])]
+    abort: bool,
+    /// With --abort: stop them even when no other instance would be left.
+    #[arg(long, requires = "abort")]
+    force: bool,
+    /// The command that starts one new instance.
+    #[arg(
+        last = true,
+        value_name = "NEW_COMMAND",
+        required_unless_present = "abort"
+    )]
+    command: Vec<String>,
 }
 
 /// A number of seconds from the command line.
@@ -163,4 +236,50 @@ async fn stop_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Runs `shimeji upgrade`.
+pub async fn upgrade(args: UpgradeArgs) -> Result<(), (u8, String)> {
+    let grace = seconds(args.grace, "grace")?;
+    let outcome = if args.abort {
+        upgrade::abort(
+            &args.registry,
+            &args.service,
+            &args.log_dir,
+            grace,
+            args.force,
+        )
+        .await
+    } else {
+        if let Some(rate) = args.max_error_rate {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err((
+                    EXIT_USAGE,
+                    format!("--max-error-rate must be from 0 to 1, not {rate}"),
+                ));
+            }
+            if args.soak <= 0.0 {
+                return Err((
+                    EXIT_USAGE,
+                    "--max-error-rate needs a --soak to measure over".into(),
+                ));
+            }
+        }
+        let options = UpgradeOptions {
+            service: args.service,
+            command: args.command,
+            soak: seconds(args.soak, "soak")?,
+            max_error_rate: args.max_error_rate,
+            grace,
+            log_dir: args.log_dir,
+            ready_timeout: seconds(args.ready_timeout, "ready-timeout")?,
+            applied_timeout: seconds(args.applied_timeout, "applied-timeout")?,
+        };
+        upgrade::roll(&args.registry, options).await
+    };
+    outcome.map_err(|e| match e {
+        UpgradeError::Usage(m) => (EXIT_USAGE, m),
+        UpgradeError::Registry(m) => (EXIT_CONNECT, m),
+        UpgradeError::Failed(m) => (EXIT_FAILURE, m),
+    })
 }
