@@ -1,9 +1,10 @@
 //! An instance of the `notes` HTTP service in a process of its own: the
 //! test binary started again to run its ignored test `instance`, which
-//! serves `notes` on a free loopback port, registers it in the registry
-//! the environment names, and on SIGTERM stops in the order a router
-//! needs: readiness 503, deregister, wait until every router applied it,
-//! close gracefully, exit.
+//! serves `notes` on a free loopback port and registers it in the
+//! registry the environment names (the runner's own registration); on
+//! SIGTERM the runner stops in the order a router needs: readiness 503,
+//! deregister, wait until every router applied it, close gracefully.
+//! What the runner logs of that goes to stdout, for the tests to read.
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -15,7 +16,6 @@
 use serde_json::{json, Value};
 use shimeji::http::{Json, Status};
 use shimeji::prelude::*;
-use shimeji::registry::{host_name, InstanceRecord, Registry, Route};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,15 +32,14 @@ pub const POSTS_ENV: &str = "SHIMEJI_TEST_POSTS";
 /// `1`: GETs fail.
 pub const BROKEN_ENV: &str = "SHIMEJI_TEST_BROKEN";
 
-/// The lease of the instances' records.
-const TTL: Duration = Duration::from_secs(3);
-
-/// The service under test.
+/// The service under test. Its readiness and metrics are served on its
+/// own address too, for `upgrade` to read.
 #[derive(Default, Dependencies)]
 struct Notes {
     version: String,
     broken: bool,
     posts: Option<Mutex<std::fs::File>>,
+    ready: Arc<AtomicBool>,
 }
 
 #[shimeji::service(name = "notes")]
@@ -63,17 +62,7 @@ impl Notes {
         }
         (Status::CREATED, Json(json!({ "id": body.get("id") })))
     }
-}
 
-/// Readiness and metrics on the instance's address, in a service of their
-/// own so their calls do not count as calls of `notes`.
-#[derive(Default, Dependencies)]
-struct NotesOps {
-    ready: Arc<AtomicBool>,
-}
-
-#[shimeji::service(name = "notes_ops")]
-impl NotesOps {
     /// 200 while serving, 503 once stopping.
     #[http(GET, "/health/ready")]
     async fn ready(&self) -> (Status, Json<Value>) {
@@ -103,59 +92,54 @@ pub fn serve_from_env() {
         .enable_all()
         .build()
         .expect("runtime");
+    // The runner's registry and stop steps, on stdout.
+    tracing_subscriber::fmt()
+        .with_env_filter("warn,shimeji::runner=info")
+        .with_ansi(false)
+        .with_writer(std::io::stdout)
+        .init();
     runtime.block_on(async move {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("listen for SIGTERM");
         shimeji::metrics::enable();
-        let pid = std::process::id();
-        let instance_id = format!("{}-{pid}-v{version}", host_name());
         let posts = std::env::var(POSTS_ENV).ok().map(|dir| {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(Path::new(&dir).join(format!("{instance_id}.txt")))
+                .open(Path::new(&dir).join(format!("{}.txt", std::process::id())))
                 .expect("posts file");
             Mutex::new(file)
         });
         let ready = Arc::new(AtomicBool::new(true));
-        let running =
-            ServiceRunner::with_config(Config::new().set("WEB_SERVER_ADDRESS", "127.0.0.1:0"))
-                .service(Notes {
-                    version: version.clone(),
-                    broken,
-                    posts,
-                })
-                .service(NotesOps {
-                    ready: ready.clone(),
-                })
-                .start()
-                .await
-                .expect("the instance starts");
-        let address = running.web_address().expect("a web address");
-        let registry = Registry::connect(&url).await.expect("the registry");
-        let mut record = InstanceRecord::new("notes", instance_id.clone());
-        record.version = version;
-        record.http = Some(address.to_string());
-        record.routes = vec![
-            Route::new("GET", "/notes/version"),
-            Route::new("POST", "/notes"),
-        ];
-        let registration = registry.register(record, TTL).await.expect("registers");
+        let config = Config::new()
+            .set("WEB_SERVER_ADDRESS", "127.0.0.1:0")
+            .set("REGISTRY", url)
+            .set("registry_ttl", 3)
+            .set("SERVICE_VERSION", version.clone());
+        let running = ServiceRunner::with_config(config)
+            .service(Notes {
+                version,
+                broken,
+                posts,
+                ready: ready.clone(),
+            })
+            .start()
+            .await
+            .expect("the instance starts");
+        let registration = running
+            .registrations()
+            .iter()
+            .find(|r| r.record().service == "notes")
+            .expect("notes registered");
+        let record = registration.record();
         println!(
-            "registered {instance_id} {address} {}",
+            "registered {} {} {}",
+            record.instance_id,
+            record.http.as_deref().expect("an HTTP address"),
             registration.revision()
         );
         sigterm.recv().await;
         ready.store(false, Ordering::SeqCst);
-        let revision = registration.deregister().await.expect("deregisters");
-        let applied = registry
-            .wait_applied(revision, Duration::from_secs(5))
-            .await
-            .expect("reads the routers");
-        println!(
-            "deregistered {revision}, applied by {} router(s): {}",
-            applied.routers, applied.all_applied
-        );
         running.stop().await;
         println!("stopped");
     });
@@ -242,15 +226,15 @@ impl Instance {
         }
     }
 
-    /// Sends SIGTERM and waits until it exited; the lines it printed
-    /// meanwhile must include the deregistration.
+    /// Sends SIGTERM and waits until it exited; the line where its runner
+    /// said it deregistered.
     pub fn terminate(&mut self) -> String {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success());
-        let line = self.wait_for("deregistered ", Duration::from_secs(20));
+        let line = self.wait_for("deregistered", Duration::from_secs(20));
         let status = self.child.wait().expect("the instance exits");
         assert!(status.success(), "the instance exited with {status}");
         line
