@@ -43,7 +43,7 @@ Runs until SIGTERM or Ctrl-C.";
 /// Arguments of `shimeji haproxy-sync`.
 #[derive(clap::Args)]
 pub struct HaproxySyncArgs {
-    /// The service registry: etcd://host:2379[,host:2379…] [default: REGISTRY].
+    /// The service registry the instances register in: etcd://host:2379[,host:2379…].
     #[arg(long, value_name = "URL", env = "REGISTRY")]
     registry: String,
     /// HAProxy's stats socket (`stats socket PATH level admin`).
@@ -103,7 +103,7 @@ registry cannot be reached.";
 pub struct UpgradeArgs {
     /// The service to upgrade.
     service: String,
-    /// The service registry: etcd://host:2379[,host:2379…] [default: REGISTRY].
+    /// The service registry the instances register in: etcd://host:2379[,host:2379…].
     #[arg(long, value_name = "URL", env = "REGISTRY")]
     registry: String,
     /// Seconds to watch each new instance before an old one stops.
@@ -149,12 +149,24 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, (u8, String)> {
     })
 }
 
-/// The registry at `url`, its errors with their exit status.
+/// The registry at `url`, its errors with their exit status. It must be
+/// one other processes share: an in-process registry would be this
+/// command's alone.
 async fn connect(url: &str) -> Result<Registry, (u8, String)> {
-    Registry::connect(url).await.map_err(|e| match e {
+    let registry = Registry::connect(url).await.map_err(|e| match e {
         RegistryError::BadUrl { .. } => (EXIT_USAGE, e.to_string()),
         e => (EXIT_CONNECT, e.to_string()),
-    })
+    })?;
+    if !registry.is_remote() {
+        return Err((
+            EXIT_USAGE,
+            format!(
+                "--registry {url} is a registry of this process alone: name the one the instances \
+                 register in (etcd://host:2379)"
+            ),
+        ));
+    }
+    Ok(registry)
 }
 
 /// Runs `shimeji haproxy-sync` until SIGTERM or Ctrl-C.

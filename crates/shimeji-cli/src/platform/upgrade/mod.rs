@@ -80,9 +80,13 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// The registry at `url`, and a watcher that has read it.
 async fn follow(url: &str) -> Result<(Registry, Watcher), UpgradeError> {
-    let registry = Registry::connect(url)
-        .await
-        .map_err(|e| UpgradeError::Registry(e.to_string()))?;
+    let registry = super::connect(url).await.map_err(|(code, message)| {
+        if code == shimeji::cli::EXIT_USAGE {
+            UpgradeError::Usage(message)
+        } else {
+            UpgradeError::Registry(message)
+        }
+    })?;
     let mut watcher = registry.watcher();
     tokio::time::timeout(
         REGISTRY_WITHIN,
