@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use shimeji::registry::Registry;
 
-/// A `shimeji haproxy-sync` process, killed when dropped.
+/// A `shimeji haproxy-sync` process, killed (and its log removed) when
+/// dropped.
 pub struct Sync {
     child: Child,
+    dir: PathBuf,
     log: PathBuf,
 }
 
@@ -30,7 +32,8 @@ impl Sync {
         haproxy: &haproxy::Haproxy,
         extra: &[&str],
     ) -> Sync {
-        let log = instance::temp_dir("haproxy-sync").join("sync.log");
+        let dir = instance::temp_dir("haproxy-sync");
+        let log = dir.join("sync.log");
         let child = Command::new(env!("CARGO_BIN_EXE_shimeji"))
             .args([
                 "haproxy-sync",
@@ -48,7 +51,7 @@ impl Sync {
             .stderr(std::fs::File::create(&log).expect("the sync's log"))
             .spawn()
             .expect("start shimeji haproxy-sync");
-        let sync = Sync { child, log };
+        let sync = Sync { child, dir, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let routers = registry.routers().await.expect("read the routers");
@@ -90,6 +93,7 @@ impl Drop for Sync {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
