@@ -1,5 +1,6 @@
-//! `shimeji`: call services, dispatch events, show a configuration, and list
-//! the services a RabbitMQ broker serves.
+//! `shimeji`: call services, dispatch events, show a configuration, list
+//! the services a RabbitMQ broker serves; keep HAProxy in step with the
+//! service registry, and roll the instances of a service to a new version.
 //!
 //! ```text
 //! shimeji call greeter.hello '{"name": "Ada"}'      # keyword arguments
@@ -8,12 +9,16 @@
 //! shimeji show-config --config config.yaml
 //! shimeji services
 //! shimeji gateway --registry etcd://127.0.0.1:2379 --listen 0.0.0.0:8080
+//! shimeji haproxy-sync --registry etcd://127.0.0.1:2379 --haproxy-socket /run/haproxy/admin.sock
+//! shimeji upgrade notes --registry etcd://127.0.0.1:2379 -- ./notes-v2
 //! ```
 //!
-//! Exit status: 0 done, 1 the call failed (a remote error, a timeout),
-//! 2 a usage or configuration error, 3 the broker cannot be reached.
+//! Exit status: 0 done, 1 the call failed (a remote error, a timeout, a
+//! step of an upgrade), 2 a usage or configuration error, 3 the broker (or
+//! the service registry) cannot be reached.
 
 mod gateway;
+mod platform;
 mod services;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -89,6 +94,12 @@ applied) or, without it, the configuration taken from the environment, plus
     /// Serve HTTP in front of the instances the registry lists.
     #[command(long_about = gateway::LONG_ABOUT)]
     Gateway(gateway::GatewayArgs),
+    /// Keep HAProxy's backends in step with the service registry.
+    #[command(long_about = platform::HAPROXY_SYNC_ABOUT)]
+    HaproxySync(platform::HaproxySyncArgs),
+    /// Roll the instances of a service on this host to a new command.
+    #[command(long_about = platform::UPGRADE_ABOUT)]
+    Upgrade(platform::UpgradeArgs),
 }
 
 #[derive(clap::Args)]
@@ -225,8 +236,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    // The long-running commands say what they do; the rest only what goes wrong.
     let default_level = match cli.command {
-        Command::Gateway(_) => "info",
+        Command::Gateway(_) | Command::HaproxySync(_) => "info",
         _ => "warn",
     };
     cli.log.init(default_level)?;
@@ -260,6 +272,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::HaproxySync(args) => platform::haproxy_sync(args)
+            .await
+            .map_err(|(code, message)| Failure::Other(code, message)),
+        Command::Upgrade(args) => platform::upgrade(args)
+            .await
+            .map_err(|(code, message)| Failure::Other(code, message)),
     }
 }
 
