@@ -76,8 +76,10 @@ impl Table {
     }
 }
 
-/// Follows the registry in a task of its own, until dropped. See the
-/// [module docs](self).
+/// Follows the registry in a task of its own, until dropped: lists it,
+/// watches from the next revision, lists again after a compaction or a
+/// lost connection, and keeps its last table (marked not connected) while
+/// the registry cannot be reached. See the [registry's docs](super).
 pub struct Watcher {
     table: watch::Receiver<Arc<Table>>,
     task: JoinHandle<()>,
