@@ -8,6 +8,8 @@
 #
 # Defaults: 10 s per run, 16 keep-alive connections, 3 rounds (the three
 # setups alternate in each round, so noise on the machine hits all alike).
+# GATEWAY_WORKERS sets the gateway's --workers (default: one per core, as
+# HAProxy's threads).
 # Prints requests/s and p50/p99 latency of each run and the median per
 # setup. Needs etcd, etcdctl, haproxy, wrk and protoc (Debian:
 # apt-get install etcd-server etcd-client haproxy wrk protobuf-compiler).
@@ -79,7 +81,8 @@ ctl put --lease="$lease" /shimeji/v1/instances/notes/bench-1 "$record" >/dev/nul
 
 # The gateway.
 gp=$(free_port)
-RUST_LOG=warn "$shimeji" gateway --registry "etcd://127.0.0.1:$cp" --listen "127.0.0.1:$gp" \
+workers=${GATEWAY_WORKERS:-$(nproc)}
+RUST_LOG=warn "$shimeji" gateway --registry "etcd://127.0.0.1:$cp" --listen "127.0.0.1:$gp" --workers "$workers" \
   >"$work/gateway.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$gp/notes/1"
@@ -120,7 +123,7 @@ run() { # name url
   echo "$1 $rps" >>"$work/rps"
 }
 
-echo "wrk -t$threads -c$connections -d${seconds}s, GET /notes/1, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t$threads -c$connections -d${seconds}s, GET /notes/1, $(nproc) cores, gateway workers $workers, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$rounds"); do
   echo "round $round"
   run direct "http://127.0.0.1:$wp/notes/1"
