@@ -415,3 +415,39 @@ async fn several_workers_share_the_port_and_the_routing_table() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_stopping_gateway_closes_tunnels_still_open_after_its_grace_period() {
+    let registry = Registry::memory();
+    let a = Instance::start("items-a").await;
+    let _a = a.register(&registry).await;
+    let settings = Settings {
+        shutdown_grace: Duration::from_millis(300),
+        ..settings()
+    };
+    let (gateway, base) = gateway(&registry, settings).await;
+    let url = base.replace("http://", "ws://") + "/ws";
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["event"], "connected");
+
+    let started = std::time::Instant::now();
+    tokio::time::timeout(WITHIN, gateway.stop())
+        .await
+        .expect("the stop waits for the grace period only");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the tunnel got its grace"
+    );
+    // The client sees its connection end.
+    let ended = tokio::time::timeout(WITHIN, async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the tunnel was closed");
+    a.stop().await;
+}
