@@ -45,6 +45,10 @@ pub struct GatewayArgs {
     /// Serve /health and /metrics here instead of on --listen.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Threads serving clients, each with its own event loop and connection
+    /// pool [default: one per core].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// The id to report the applied revision under [default: gateway-<host>-<pid>-<random>].
     #[arg(long, value_name = "ID")]
     id: Option<String>,
@@ -93,6 +97,9 @@ pub async fn run(config: &Config, args: GatewayArgs) -> Result<(), Failure> {
     let settings = Settings {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        workers: args.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
         router_id: args.id,
         connect_timeout: args.connect_timeout,
         try_timeout: args.try_timeout,

@@ -200,14 +200,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.format(&mut command).exit(),
     };
-    // The gateway serves many connections at once: every core.
-    let runtime = match &cli.command {
-        Command::Gateway(_) => tokio::runtime::Builder::new_multi_thread(),
-        _ => tokio::runtime::Builder::new_current_thread(),
-    }
-    .enable_all()
-    .build();
-    let runtime = match runtime {
+    // One event loop (`shimeji gateway` starts one more per extra core).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

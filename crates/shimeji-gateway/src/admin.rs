@@ -11,12 +11,12 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::proxy::Proxy;
+use crate::proxy::Shared;
 
 /// What the endpoints read.
 pub(crate) struct Admin {
-    /// The proxy (its routing table and metrics).
-    pub(crate) proxy: Arc<Proxy>,
+    /// What the proxies share (the routing table, the metrics).
+    pub(crate) shared: Arc<Shared>,
     /// Set when the gateway starts stopping.
     pub(crate) stopping: AtomicBool,
     /// The id the gateway reports its applied revision under.
@@ -41,7 +41,7 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
 }
 
 async fn health(State(admin): State<Arc<Admin>>) -> Response {
-    let table = admin.proxy.routes.load();
+    let table = admin.shared.routes.load();
     let stopping = admin.stopping.load(Ordering::Relaxed);
     let (status, word) = match (table.ready, stopping) {
         (_, true) => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
@@ -55,7 +55,7 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
         "registry_connected": table.connected,
         "instances": table.instances,
         "routes": table.paths(),
-        "websockets": admin.proxy.tunnels.len(),
+        "websockets": admin.shared.tunnels.len(),
     });
     (status, Json(body)).into_response()
 }
@@ -66,7 +66,7 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        admin.proxy.metrics.render(),
+        admin.shared.metrics.render(),
     )
         .into_response()
 }

@@ -11,11 +11,11 @@
 //!   request back unsent) it is taken back for the retry. Once read, it is
 //!   gone and the request cannot be retried.
 
-use axum::body::Body;
 use bytes::Bytes;
 use http::Method;
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,24 +36,28 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
 
 /// A request's body, kept for its tries.
 #[derive(Debug)]
-pub(crate) enum Replay {
+pub(crate) enum Replay<B> {
     /// No body.
     Empty,
     /// The whole body.
     Buffered(Bytes),
     /// A body read as it is sent.
-    Streamed(Lender),
+    Streamed(Lender<B>),
 }
 
-impl Replay {
+impl<B> Replay<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     /// Keeps `body` of a request with `method`: read it now when the
     /// request is idempotent and its length is known and at most `limit`.
     /// Fails when the client's body cannot be read.
     pub(crate) async fn keep(
-        body: Body,
+        body: B,
         method: &Method,
         limit: usize,
-    ) -> Result<Replay, BoxError> {
+    ) -> Result<Replay<B>, BoxError> {
         let hint = body.size_hint();
         if hint.exact() == Some(0) {
             return Ok(Replay::Empty);
@@ -70,7 +74,7 @@ impl Replay {
 
     /// The body for the next try; `None` when a try already read the
     /// streamed body.
-    pub(crate) fn for_try(&self) -> Option<OutBody> {
+    pub(crate) fn for_try(&self) -> Option<OutBody<B>> {
         match self {
             Replay::Empty => Some(OutBody::Full(None)),
             Replay::Buffered(bytes) => Some(OutBody::Full(Some(bytes.clone()))),
@@ -86,13 +90,13 @@ impl Replay {
 
 /// A streamed body and whether a try started reading it.
 #[derive(Debug)]
-pub(crate) struct Lender {
-    slot: Arc<Mutex<Option<Body>>>,
+pub(crate) struct Lender<B> {
+    slot: Arc<Mutex<Option<B>>>,
     read: Arc<AtomicBool>,
 }
 
-impl Lender {
-    fn new(body: Body) -> Lender {
+impl<B> Lender<B> {
+    fn new(body: B) -> Lender<B> {
         Lender {
             slot: Arc::new(Mutex::new(Some(body))),
             read: Arc::new(AtomicBool::new(false)),
@@ -100,7 +104,7 @@ impl Lender {
     }
 
     /// The body, lent for one try, if no try read any of it yet.
-    fn lend(&self) -> Option<Lent> {
+    fn lend(&self) -> Option<Lent<B>> {
         if self.read.load(Ordering::Acquire) {
             return None;
         }
@@ -114,21 +118,25 @@ impl Lender {
 
 /// A streamed body lent to one try.
 #[derive(Debug)]
-pub(crate) struct Lent {
-    slot: Arc<Mutex<Option<Body>>>,
+pub(crate) struct Lent<B> {
+    slot: Arc<Mutex<Option<B>>>,
     read: Arc<AtomicBool>,
 }
 
 /// The body of one try.
 #[derive(Debug)]
-pub(crate) enum OutBody {
+pub(crate) enum OutBody<B> {
     /// Bytes in hand (or none).
     Full(Option<Bytes>),
     /// A streamed body, lent.
-    Lent(Lent),
+    Lent(Lent<B>),
 }
 
-impl http_body::Body for OutBody {
+impl<B> http_body::Body for OutBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -147,7 +155,7 @@ impl http_body::Body for OutBody {
                 match slot.as_mut() {
                     Some(body) => Pin::new(body)
                         .poll_frame(cx)
-                        .map(|f| f.map(|r| r.map_err(BoxError::from))),
+                        .map(|f| f.map(|r| r.map_err(Into::into))),
                     None => Poll::Ready(None),
                 }
             }
@@ -175,52 +183,76 @@ impl http_body::Body for OutBody {
     }
 }
 
-/// A response body from an instance, counted in flight until it ends or
-/// the client goes.
-pub(crate) struct Counted<B> {
-    inner: B,
-    _in_flight: InFlight,
+/// What the gateway answers a client with.
+pub(crate) enum ResponseBody {
+    /// An instance's response body, its instance counted in flight until
+    /// it ends or the client goes.
+    Upstream {
+        /// The body.
+        body: Incoming,
+        /// The count.
+        _in_flight: InFlight,
+    },
+    /// Anything else: the gateway's own answers.
+    Other(axum::body::Body),
 }
 
-impl<B> Counted<B> {
-    /// `inner`, holding `in_flight` until dropped.
-    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
-        Counted {
-            inner,
+impl ResponseBody {
+    /// An instance's response body, counted in flight.
+    pub(crate) fn upstream(body: Incoming, in_flight: InFlight) -> Self {
+        ResponseBody::Upstream {
+            body,
             _in_flight: in_flight,
         }
     }
 }
 
-impl<B> http_body::Body for Counted<B>
-where
-    B: http_body::Body + Unpin,
-{
-    type Data = B::Data;
-    type Error = B::Error;
+impl From<axum::body::Body> for ResponseBody {
+    fn from(body: axum::body::Body) -> Self {
+        ResponseBody::Other(body)
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream { body, .. } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            ResponseBody::Other(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+            ResponseBody::Other(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Other(body) => body.size_hint(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
     use http_body_util::BodyExt;
 
-    async fn read(body: OutBody) -> Bytes {
+    async fn read(body: OutBody<Body>) -> Bytes {
         body.collect().await.unwrap().to_bytes()
     }
 

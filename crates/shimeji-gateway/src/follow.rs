@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::Proxy;
+use crate::proxy::Shared;
 use crate::routes::Builder;
 
 /// How long to wait before reporting again after a report failed.
@@ -32,18 +32,18 @@ pub(crate) struct Following {
 }
 
 impl Following {
-    /// Starts applying `watcher`'s tables to `proxy` and reporting them
+    /// Starts applying `watcher`'s tables to `shared` and reporting them
     /// with `reporter`.
     pub(crate) fn start(
         watcher: Watcher,
         builder: Builder,
-        proxy: Arc<Proxy>,
+        shared: Arc<Shared>,
         reporter: RouterReporter,
     ) -> Following {
         let stop = CancellationToken::new();
         let (applied, reports) = watch::channel(0);
         Following {
-            follow: tokio::spawn(follow(watcher, builder, proxy, applied, stop.clone())),
+            follow: tokio::spawn(follow(watcher, builder, shared, applied, stop.clone())),
             report: tokio::spawn(report(reporter, reports, stop.clone())),
             stop,
         }
@@ -70,7 +70,7 @@ impl Following {
 async fn follow(
     watcher: Watcher,
     mut builder: Builder,
-    proxy: Arc<Proxy>,
+    shared: Arc<Shared>,
     applied: watch::Sender<Revision>,
     stop: CancellationToken,
 ) {
@@ -87,7 +87,7 @@ async fn follow(
                 connected = built.connected,
                 "routing table applied"
             );
-            proxy.routes.store(Arc::new(built));
+            shared.routes.store(Arc::new(built));
             applied.send_if_modified(|r| {
                 let changed = *r != table.revision;
                 *r = table.revision;

@@ -46,6 +46,10 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Drops the hop-by-hop headers, those `Connection` names first.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names to find out.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -82,17 +86,45 @@ fn given_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
         .cloned()
 }
 
+/// Writes `value` as lowercase hex digits into `out` (its last
+/// `out.len()` digits).
+fn hex(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
 /// A new request id: 32 hex digits.
 fn new_request_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+    let mut id = [0u8; 32];
+    hex(&mut id, fastrand::u128(..));
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// A new sampled root trace context, as a `traceparent` value.
+fn new_traceparent() -> HeaderValue {
+    let root = TraceParent::new_root();
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex(&mut value[3..35], root.trace_id());
+    hex(&mut value[36..52], u128::from(root.span_id()));
+    HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(
+        "00-00000000000000000000000000000001-0000000000000001-01",
+    ))
+}
+
+/// The `X-Forwarded-For` value of a client at `ip`, made once per
+/// connection.
+pub(crate) fn peer_value(ip: IpAddr) -> Option<HeaderValue> {
+    HeaderValue::from_str(&ip.to_string()).ok()
 }
 
 /// Rewrites a client's request headers for the instance; the request id
 /// (to return to the client). `peer` is the client's address.
 pub(crate) fn to_upstream(
     headers: &mut HeaderMap,
-    peer: Option<IpAddr>,
+    peer: Option<&HeaderValue>,
     websocket: bool,
 ) -> HeaderValue {
     strip_hop_by_hop(headers);
@@ -110,17 +142,21 @@ pub(crate) fn to_upstream(
         .is_some();
     if !valid_parent {
         headers.remove(TRACESTATE);
-        if let Ok(value) = HeaderValue::from_str(&TraceParent::new_root().to_string()) {
-            headers.insert(TRACEPARENT, value);
-        }
+        headers.insert(TRACEPARENT, new_traceparent());
     }
 
     if let Some(ip) = peer {
-        let forwarded = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
-            _ => ip.to_string(),
+        let forwarded = match headers.get(&X_FORWARDED_FOR) {
+            Some(before) if !before.as_bytes().trim_ascii().is_empty() => {
+                let mut both = Vec::with_capacity(before.len() + 2 + ip.len());
+                both.extend_from_slice(before.as_bytes());
+                both.extend_from_slice(b", ");
+                both.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_bytes(&both).ok()
+            }
+            _ => Some(ip.clone()),
         };
-        if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        if let Some(value) = forwarded {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -142,9 +178,9 @@ pub(crate) fn to_client(headers: &mut HeaderMap, request_id: &HeaderValue, webso
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    if !headers.contains_key(REQUEST_ID) {
-        headers.insert(REQUEST_ID, request_id.clone());
-    }
+    headers
+        .entry(REQUEST_ID)
+        .or_insert_with(|| request_id.clone());
 }
 
 #[cfg(test)]
@@ -211,21 +247,23 @@ mod tests {
         assert_eq!(h["x-request-id"], id);
         let made = h["traceparent"].to_str().unwrap();
         assert!(TraceParent::parse(made).is_some(), "{made}");
+        assert!(made.ends_with("-01"), "sampled: {made}");
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert!(!h.contains_key("tracestate"));
     }
 
     #[test]
     fn forwarded_for_is_appended() {
-        let ip: IpAddr = [10, 0, 0, 7].into();
+        let ip = peer_value([10, 0, 0, 7].into()).unwrap();
         let mut h = map(&[
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
         ]);
-        to_upstream(&mut h, Some(ip), false);
+        to_upstream(&mut h, Some(&ip), false);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         let mut h = HeaderMap::new();
-        to_upstream(&mut h, Some(ip), false);
+        to_upstream(&mut h, Some(&ip), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.7");
     }
 

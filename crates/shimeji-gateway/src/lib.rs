@@ -108,11 +108,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::follow::Following;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Shared};
 use crate::routes::Builder;
 use crate::server::{App, Connections};
 
@@ -138,13 +139,24 @@ pub enum GatewayError {
 /// A running gateway. Stop it with [`stop`](Self::stop); dropped without
 /// it, its tasks end with the runtime.
 pub struct Gateway {
-    proxy: Arc<Proxy>,
+    shared: Arc<Shared>,
+    /// Ends the worker threads when the gateway goes.
+    _done: Done,
     admin: Arc<Admin>,
     connections: Connections,
     following: Following,
     address: SocketAddr,
     admin_address: Option<SocketAddr>,
     grace: Duration,
+}
+
+/// Cancels its token when dropped: worker threads end with their gateway.
+struct Done(CancellationToken);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -163,27 +175,28 @@ impl Gateway {
     /// [`ready`](Self::ready)).
     pub async fn start(registry: Registry, settings: Settings) -> Result<Gateway, GatewayError> {
         settings.validate()?;
-        let bind = |address: SocketAddr| async move {
-            TcpListener::bind(address)
-                .await
-                .map_err(|source| GatewayError::Listen { address, source })
-        };
-        let listener = bind(settings.listen).await?;
+        let listen_error =
+            |address: SocketAddr| move |source| GatewayError::Listen { address, source };
+        let mut listeners = server::bind(settings.listen, settings.workers)
+            .map_err(listen_error(settings.listen))?;
         let admin_listener = match settings.admin_listen {
-            Some(address) => Some(bind(address).await?),
+            Some(address) => {
+                let mut one = server::bind(address, 1).map_err(listen_error(address))?;
+                one.pop()
+            }
             None => None,
         };
-        let local = |l: &TcpListener, configured: SocketAddr| {
-            l.local_addr().map_err(|source| GatewayError::Listen {
-                address: configured,
-                source,
-            })
-        };
-        let address = local(&listener, settings.listen)?;
-        let admin_address = match (&admin_listener, settings.admin_listen) {
-            (Some(l), Some(configured)) => Some(local(l, configured)?),
-            _ => None,
-        };
+        let address = listeners
+            .first()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(listen_error(settings.listen))?
+            .unwrap_or(settings.listen);
+        let admin_address = admin_listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(listen_error(settings.listen))?;
 
         let router_id = settings.router_id.clone().unwrap_or_else(|| {
             format!(
@@ -201,43 +214,68 @@ impl Gateway {
             settings.retry_min_per_sec,
             settings.retry_ratio,
         );
-        let proxy = Arc::new(Proxy::new(settings.clone(), metrics));
-        let following = Following::start(registry.watcher(), builder, proxy.clone(), reporter);
+        let shared = Arc::new(Shared::new(settings.clone(), metrics));
+        let following = Following::start(registry.watcher(), builder, shared.clone(), reporter);
         let admin = Arc::new(Admin {
-            proxy: proxy.clone(),
+            shared: shared.clone(),
             stopping: Default::default(),
             router_id,
         });
 
         let connections = Connections::default();
+        let done = CancellationToken::new();
         let admin_router = admin::router(admin.clone());
+        let inline_admin = admin_listener.is_none().then(|| admin_router.clone());
+        let timeout = settings.header_read_timeout;
+        // Worker 0 on this runtime, the others on threads of their own.
+        let first = listeners.remove(0);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let (shared, admin) = (shared.clone(), inline_admin.clone());
+            let make_app = move || App {
+                proxy: Some(Arc::new(Proxy::new(shared))),
+                admin,
+            };
+            server::spawn_worker(
+                i + 1,
+                listener,
+                make_app,
+                connections.clone(),
+                timeout,
+                done.clone(),
+            )
+            .map_err(listen_error(address))?;
+        }
+        let tokio_listener = |l: std::net::TcpListener, at: SocketAddr| {
+            TcpListener::from_std(l).map_err(listen_error(at))
+        };
         let main = App {
-            proxy: Some(proxy.clone()),
-            admin: admin_listener.is_none().then(|| admin_router.clone()),
+            proxy: Some(Arc::new(Proxy::new(shared.clone()))),
+            admin: inline_admin,
         };
         server::serve(
-            listener,
+            tokio_listener(first, address)?,
             main,
             connections.clone(),
-            settings.header_read_timeout,
+            timeout,
         );
-        if let Some(admin_listener) = admin_listener {
+        if let (Some(listener), Some(at)) = (admin_listener, admin_address) {
             let app = App {
                 proxy: None,
                 admin: Some(admin_router),
             };
             server::serve(
-                admin_listener,
+                tokio_listener(listener, at)?,
                 app,
                 connections.clone(),
-                settings.header_read_timeout,
+                timeout,
             );
         }
         tracing::info!(%address, ?admin_address, router_id = %admin.router_id,
             registry = registry.name(), "gateway listening");
         Ok(Gateway {
-            proxy,
+            shared,
             admin,
+            _done: Done(done),
             connections,
             following,
             address,
@@ -265,12 +303,12 @@ impl Gateway {
     /// The registry revision of the routing table in use (0 before the
     /// first).
     pub fn revision(&self) -> Revision {
-        self.proxy.routes.load().revision
+        self.shared.routes.load().revision
     }
 
     /// Whether the first registry table has been applied.
     pub fn is_ready(&self) -> bool {
-        self.proxy.routes.load().ready
+        self.shared.routes.load().ready
     }
 
     /// Waits until the routing table in use was built from revision
@@ -278,7 +316,7 @@ impl Gateway {
     pub async fn applied(&self, revision: Revision, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let table = self.proxy.routes.load();
+            let table = self.shared.routes.load();
             if table.ready && table.revision >= revision {
                 return true;
             }
@@ -307,15 +345,15 @@ impl Gateway {
         self.connections.tracker.close();
         let finished = tokio::time::timeout_at(deadline, async {
             self.connections.tracker.wait().await;
-            self.proxy.tunnels.wait().await;
+            self.shared.tunnels.wait().await;
         })
         .await;
         if finished.is_err() {
             tracing::warn!(grace = ?self.grace, "connections still open after the grace period: closing them");
             self.connections.hard.cancel();
-            self.proxy.tunnels.close_all();
+            self.shared.tunnels.close_all();
             self.connections.tracker.wait().await;
-            self.proxy.tunnels.wait().await;
+            self.shared.tunnels.wait().await;
         }
         if let Some(reporter) = self.following.stop().await {
             if let Err(error) = reporter.stop().await {

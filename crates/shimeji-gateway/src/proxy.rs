@@ -20,13 +20,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tower::retry::budget::Budget;
 
 use crate::balance;
-use crate::body::{Counted, OutBody, Replay};
+use crate::body::{OutBody, Replay, ResponseBody};
 use crate::eject::now_ms;
 use crate::headers;
 use crate::metrics::{Metrics, ServiceMetrics, UpstreamError};
@@ -39,25 +38,47 @@ use crate::upstream::{InFlight, Upstream};
 use crate::websocket::Tunnels;
 
 /// The pooled HTTP/1.1 client to the instances.
-type HttpClient = Client<HttpConnector, OutBody>;
+type HttpClient = Client<HttpConnector, OutBody<Incoming>>;
 
-/// What every request shares: the routing table, the client, the counters.
-pub(crate) struct Proxy {
+/// What every request of every worker shares: the routing table, the
+/// counters, the tunnels, the sticky sessions.
+pub(crate) struct Shared {
     /// The routing table, swapped whole on every registry change.
     pub(crate) routes: ArcSwap<RouteTable>,
     /// The metrics.
     pub(crate) metrics: Arc<Metrics>,
     /// The WebSocket tunnels.
     pub(crate) tunnels: Tunnels,
-    client: HttpClient,
     settings: Settings,
     unrouted: Arc<ServiceMetrics>,
     sticky: Sticky,
 }
 
+impl Shared {
+    /// The shared state, with an empty routing table.
+    pub(crate) fn new(settings: Settings, metrics: Arc<Metrics>) -> Shared {
+        Shared {
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            unrouted: metrics.service(""),
+            sticky: Sticky::new(&settings.sticky_cookie, settings.sticky_sessions),
+            tunnels: Tunnels::default(),
+            metrics,
+            settings,
+        }
+    }
+}
+
+/// One worker's proxy: the shared state and its own connection pool (a
+/// pool's connections are driven by the runtime that opened them).
+pub(crate) struct Proxy {
+    shared: Arc<Shared>,
+    client: HttpClient,
+}
+
 impl Proxy {
-    /// A proxy with an empty routing table.
-    pub(crate) fn new(settings: Settings, metrics: Arc<Metrics>) -> Proxy {
+    /// A proxy on `shared`, with a new connection pool.
+    pub(crate) fn new(shared: Arc<Shared>) -> Proxy {
+        let settings = &shared.settings;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.connect_timeout));
@@ -68,30 +89,25 @@ impl Proxy {
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .retry_canceled_requests(true)
             .build(connector);
-        Proxy {
-            routes: ArcSwap::from_pointee(RouteTable::default()),
-            unrouted: metrics.service(""),
-            sticky: Sticky::new(&settings.sticky_cookie, settings.sticky_sessions),
-            tunnels: Tunnels::default(),
-            metrics,
-            client,
-            settings,
-        }
+        Proxy { shared, client }
     }
 
-    /// Answers one client request that came from `peer`.
+    /// Answers one client request that came from `peer` (its address as
+    /// an `X-Forwarded-For` value).
     pub(crate) async fn handle(
         &self,
-        mut req: Request<Body>,
-        peer: Option<SocketAddr>,
-    ) -> Response<Body> {
+        mut req: Request<Incoming>,
+        peer: Option<&HeaderValue>,
+    ) -> Response<ResponseBody> {
         let start = Instant::now();
-        let _busy = Busy::new(&self.metrics.in_flight);
+        let _busy = Busy::new(&self.shared.metrics.in_flight);
         let websocket = req.method() == Method::GET && headers::is_websocket_upgrade(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let request_id = headers::to_upstream(&mut parts.headers, peer.map(|p| p.ip()), websocket);
-        let found = match self.routes.load().lookup(&parts.method, parts.uri.path()) {
+        let request_id = headers::to_upstream(&mut parts.headers, peer, websocket);
+        let table = self.shared.routes.load();
+        let revision = table.revision;
+        let found = match table.lookup(&parts.method, parts.uri.path()) {
             Lookup::Found(pool) => Ok(pool.clone()),
             Lookup::NotFound => Err(respond::not_found(
                 parts.method.as_str(),
@@ -104,6 +120,7 @@ impl Proxy {
                 &request_id,
             )),
         };
+        drop(table);
         let (response, metrics) = match found {
             Ok(pool) => {
                 let tried = Tried {
@@ -111,23 +128,29 @@ impl Proxy {
                     request_id,
                     client_upgrade,
                     start,
+                    revision,
                 };
                 let response = self.forward(&pool, tried, body).await;
                 (response, pool.metrics.clone())
             }
-            Err(response) => (response, self.unrouted.clone()),
+            Err(response) => (response, self.shared.unrouted.clone()),
         };
         metrics.response(response.status().as_u16(), start.elapsed());
         response
     }
 
     /// Sends the request to the pool's instances, at most twice.
-    async fn forward(&self, first_pool: &Arc<Pool>, mut req: Tried, body: Body) -> Response<Body> {
-        let deadline = req.start + self.settings.deadline;
+    async fn forward(
+        &self,
+        first_pool: &Arc<Pool>,
+        mut req: Tried,
+        body: Incoming,
+    ) -> Response<ResponseBody> {
+        let deadline = req.start + self.shared.settings.deadline;
         let method = req.parts.method.clone();
         let replay = match tokio::time::timeout_at(
             deadline.into(),
-            Replay::keep(body, &method, self.settings.replay_buffer),
+            Replay::keep(body, &method, self.shared.settings.replay_buffer),
         )
         .await
         {
@@ -136,7 +159,9 @@ impl Proxy {
             Err(_) => return respond::request_timeout(&req.request_id),
         };
         let wish = if first_pool.sticky {
-            self.sticky.wish(&req.parts.headers, req.parts.uri.query())
+            self.shared
+                .sticky
+                .wish(&req.parts.headers, req.parts.uri.query())
         } else {
             Wish::default()
         };
@@ -149,6 +174,12 @@ impl Proxy {
         first_pool.budget.deposit();
 
         let mut pool = first_pool.clone();
+        // Reading the body took time: pick from the table as it is now.
+        if self.shared.routes.load().revision != req.revision {
+            if let Some(current) = self.current_pool(&method, req.parts.uri.path()) {
+                pool = current;
+            }
+        }
         let now = now_ms();
         let mut next = wish
             .token
@@ -167,7 +198,7 @@ impl Proxy {
             let in_flight = upstream.start();
             let left = deadline.saturating_duration_since(Instant::now());
             let sent = tokio::time::timeout(
-                self.settings.try_timeout.min(left),
+                self.shared.settings.try_timeout.min(left),
                 self.client.request(request),
             )
             .await;
@@ -195,9 +226,8 @@ impl Proxy {
                 break;
             }
             // The table as it is now: what was deregistered is not picked.
-            if let Lookup::Found(current) = self.routes.load().lookup(&method, req.parts.uri.path())
-            {
-                pool = current.clone();
+            if let Some(current) = self.current_pool(&method, req.parts.uri.path()) {
+                pool = current;
             }
             next = balance::pick(&pool.upstreams, Some(&upstream), now_ms());
             if next.is_some() {
@@ -227,6 +257,14 @@ impl Proxy {
         }
     }
 
+    /// The pool of `method` on `path` in the routing table now.
+    fn current_pool(&self, method: &Method, path: &str) -> Option<Arc<Pool>> {
+        match self.shared.routes.load().lookup(method, path) {
+            Lookup::Found(pool) => Some(pool.clone()),
+            _ => None,
+        }
+    }
+
     /// Counts a failed try, and ejects its instance after too many connect
     /// failures in a row.
     fn note_failure(&self, pool: &Pool, upstream: &Upstream, failure: Failure) {
@@ -235,13 +273,13 @@ impl Proxy {
             UpstreamError::Connect => {
                 let ejected = upstream.ejection.record_failure(
                     now_ms(),
-                    self.settings.eject_after,
-                    self.settings.eject_for,
+                    self.shared.settings.eject_after,
+                    self.shared.settings.eject_for,
                 );
                 if ejected {
                     pool.metrics.ejected();
                     tracing::warn!(service = %pool.service, instance = %upstream.instance_id,
-                        address = %upstream.authority, cool_down = ?self.settings.eject_for,
+                        address = %upstream.authority, cool_down = ?self.shared.settings.eject_for,
                         "instance ejected after connect failures");
                 }
             }
@@ -259,14 +297,15 @@ impl Proxy {
         pool: &Pool,
         wish: &Wish,
         req: &mut Tried,
-    ) -> Response<Body> {
+    ) -> Response<ResponseBody> {
         let status = response.status();
         let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
         let upstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut response));
         let (mut parts, incoming) = response.into_parts();
         headers::to_client(&mut parts.headers, &req.request_id, upgrade);
         if pool.sticky {
-            self.sticky
+            self.shared
+                .sticky
                 .set_cookie(&mut parts.headers, wish, in_flight.upstream());
         }
         if let Some(upstream_upgrade) = upstream_upgrade {
@@ -277,29 +316,30 @@ impl Proxy {
                     &req.request_id,
                 );
             };
-            let open = self.metrics.websockets.clone();
-            self.tunnels
+            let open = self.shared.metrics.websockets.clone();
+            self.shared
+                .tunnels
                 .splice(client_upgrade, upstream_upgrade, in_flight, open);
-            return Response::from_parts(parts, Body::empty());
+            return Response::from_parts(parts, ResponseBody::Other(Body::empty()));
         }
         let short = http_body::Body::size_hint(&incoming)
             .exact()
             .is_some_and(|n| n <= HANDSHAKE_MAX);
         if pool.sticky && wish.handshake && status == StatusCode::OK && short {
             if let Some(bytes) = self.read_small(incoming).await {
-                self.sticky.learn(&bytes, in_flight.upstream());
-                return Response::from_parts(parts, Body::from(bytes));
+                self.shared.sticky.learn(&bytes, in_flight.upstream());
+                return Response::from_parts(parts, ResponseBody::Other(Body::from(bytes)));
             }
             return respond::bad_gateway(&pool.service, "the answer broke off", &req.request_id);
         }
-        Response::from_parts(parts, Body::new(Counted::new(incoming, in_flight)))
+        Response::from_parts(parts, ResponseBody::upstream(incoming, in_flight))
     }
 
     /// A short response body, whole; `None` when it broke off.
     async fn read_small(&self, incoming: Incoming) -> Option<Bytes> {
         let limit = usize::try_from(HANDSHAKE_MAX).unwrap_or(usize::MAX);
         let read = Limited::new(incoming, limit).collect();
-        match tokio::time::timeout(self.settings.try_timeout, read).await {
+        match tokio::time::timeout(self.shared.settings.try_timeout, read).await {
             Ok(Ok(collected)) => Some(collected.to_bytes()),
             _ => None,
         }
@@ -329,6 +369,8 @@ struct Tried {
     request_id: HeaderValue,
     client_upgrade: Option<OnUpgrade>,
     start: Instant,
+    /// The registry revision of the table it was routed with.
+    revision: shimeji::registry::Revision,
 }
 
 /// `http://<instance>/<path and query>`.

@@ -7,6 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::body::ResponseBody;
 use crate::headers::REQUEST_ID;
 
 /// A JSON answer of `status` with error code `code`.
@@ -15,7 +16,7 @@ fn error(
     code: &str,
     message: String,
     request_id: &HeaderValue,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     error_with(
         status,
         json!({ "error": code, "message": message }),
@@ -23,11 +24,15 @@ fn error(
     )
 }
 
-fn error_with(status: StatusCode, mut body: Value, request_id: &HeaderValue) -> Response<Body> {
+fn error_with(
+    status: StatusCode,
+    mut body: Value,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
     if let (Some(map), Ok(id)) = (body.as_object_mut(), request_id.to_str()) {
         map.insert("request_id".into(), Value::String(id.to_string()));
     }
-    let mut response = Response::new(Body::from(body.to_string()));
+    let mut response = Response::new(ResponseBody::Other(Body::from(body.to_string())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -39,7 +44,11 @@ fn error_with(status: StatusCode, mut body: Value, request_id: &HeaderValue) -> 
 }
 
 /// 404: no instance serves this path.
-pub(crate) fn not_found(method: &str, path: &str, request_id: &HeaderValue) -> Response<Body> {
+pub(crate) fn not_found(
+    method: &str,
+    path: &str,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -53,7 +62,7 @@ pub(crate) fn method_not_allowed(
     method: &str,
     allow: &str,
     request_id: &HeaderValue,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let mut response = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -67,7 +76,7 @@ pub(crate) fn method_not_allowed(
 }
 
 /// 503: the route's service has no instance up.
-pub(crate) fn unavailable(service: &str, request_id: &HeaderValue) -> Response<Body> {
+pub(crate) fn unavailable(service: &str, request_id: &HeaderValue) -> Response<ResponseBody> {
     let body = json!({
         "error": "unavailable",
         "service": service,
@@ -77,7 +86,11 @@ pub(crate) fn unavailable(service: &str, request_id: &HeaderValue) -> Response<B
 }
 
 /// 502: no instance could be reached, or the connection broke.
-pub(crate) fn bad_gateway(service: &str, why: &str, request_id: &HeaderValue) -> Response<Body> {
+pub(crate) fn bad_gateway(
+    service: &str,
+    why: &str,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
     let body = json!({
         "error": "bad_gateway",
         "service": service,
@@ -87,7 +100,7 @@ pub(crate) fn bad_gateway(service: &str, why: &str, request_id: &HeaderValue) ->
 }
 
 /// 504: no response head in time.
-pub(crate) fn gateway_timeout(service: &str, request_id: &HeaderValue) -> Response<Body> {
+pub(crate) fn gateway_timeout(service: &str, request_id: &HeaderValue) -> Response<ResponseBody> {
     let body = json!({
         "error": "gateway_timeout",
         "service": service,
@@ -97,7 +110,7 @@ pub(crate) fn gateway_timeout(service: &str, request_id: &HeaderValue) -> Respon
 }
 
 /// 400: the request's body could not be read.
-pub(crate) fn bad_request(why: &str, request_id: &HeaderValue) -> Response<Body> {
+pub(crate) fn bad_request(why: &str, request_id: &HeaderValue) -> Response<ResponseBody> {
     error(
         StatusCode::BAD_REQUEST,
         "bad_request",
@@ -107,7 +120,7 @@ pub(crate) fn bad_request(why: &str, request_id: &HeaderValue) -> Response<Body>
 }
 
 /// 408: the request's body did not come in time.
-pub(crate) fn request_timeout(request_id: &HeaderValue) -> Response<Body> {
+pub(crate) fn request_timeout(request_id: &HeaderValue) -> Response<ResponseBody> {
     error(
         StatusCode::REQUEST_TIMEOUT,
         "request_timeout",

@@ -55,7 +55,11 @@ impl Failure {
 /// Whether the policy allows another try of a `method` request whose body
 /// is `replay` after `failure` (the budget and the deadline are asked
 /// afterwards).
-pub(crate) fn may_retry(method: &Method, replay: &Replay, failure: Failure) -> bool {
+pub(crate) fn may_retry<B>(method: &Method, replay: &Replay<B>, failure: Failure) -> bool
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<crate::body::BoxError>,
+{
     if !failure.sent {
         return replay.for_try().is_some();
     }

@@ -16,6 +16,12 @@ pub struct Settings {
     /// [`listen`](Self::listen). `None` (the default): they are served on
     /// `listen`, before any route an instance registered.
     pub admin_listen: Option<SocketAddr>,
+    /// Threads serving clients, each with its own event loop, connection
+    /// pool and listener on the same port (`SO_REUSEPORT`: the kernel
+    /// spreads connections over them). 1 (the default) serves on the
+    /// runtime that starts the gateway; `shimeji gateway` uses one per
+    /// core.
+    pub workers: usize,
     /// The id the gateway reports its applied revision under; `None`
     /// makes one (`gateway-<host>-<pid>-<random>`).
     pub router_id: Option<String>,
@@ -69,6 +75,7 @@ impl Default for Settings {
         Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: None,
+            workers: 1,
             router_id: None,
             router_ttl: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
@@ -114,6 +121,9 @@ impl Settings {
         }
         if self.retry_min_per_sec >= i32::MAX as u32 {
             return bad("retry_min_per_sec is too large");
+        }
+        if self.workers == 0 || self.workers > 256 {
+            return bad("workers must be between 1 and 256");
         }
         if self.eject_after == 0 {
             return bad("eject_after must be at least 1");

@@ -374,3 +374,80 @@ async fn a_stopping_gateway_finishes_requests_in_flight_and_then_refuses() {
     );
     a.stop().await;
 }
+
+#[tokio::test]
+async fn several_workers_share_the_port_and_the_routing_table() {
+    let registry = Registry::memory();
+    let a = Instance::start("items-a").await;
+    let _a = a.register(&registry).await;
+    let settings = Settings {
+        workers: 3,
+        ..settings()
+    };
+    let (gateway, base) = gateway(&registry, settings).await;
+    // New connections land on any worker; each answers from the same table.
+    for _ in 0..30 {
+        let http = client();
+        let (status, body) = get_json(&http, &format!("{base}/items/2")).await;
+        assert_eq!((status, body["instance"].as_str()), (200, Some("items-a")));
+    }
+    let b = Instance::start("items-b").await;
+    let b_registration = b.register(&registry).await;
+    applied(&gateway, b_registration.revision()).await;
+    let mut seen_b = false;
+    for _ in 0..40 {
+        let http = client();
+        let (_, body) = get_json(&http, &format!("{base}/items/2")).await;
+        seen_b |= body["instance"] == "items-b";
+    }
+    assert!(seen_b, "every worker routes with the new table");
+    let text = metrics(&client(), &base).await;
+    assert_eq!(
+        sample(
+            &text,
+            "shimeji_gateway_requests_total",
+            r#"service="items",class="2xx""#
+        ),
+        70.0,
+        "one set of metrics for all workers"
+    );
+    gateway.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopping_gateway_closes_tunnels_still_open_after_its_grace_period() {
+    let registry = Registry::memory();
+    let a = Instance::start("items-a").await;
+    let _a = a.register(&registry).await;
+    let settings = Settings {
+        shutdown_grace: Duration::from_millis(300),
+        ..settings()
+    };
+    let (gateway, base) = gateway(&registry, settings).await;
+    let url = base.replace("http://", "ws://") + "/ws";
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["event"], "connected");
+
+    let started = std::time::Instant::now();
+    tokio::time::timeout(WITHIN, gateway.stop())
+        .await
+        .expect("the stop waits for the grace period only");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the tunnel got its grace"
+    );
+    // The client sees its connection end.
+    let ended = tokio::time::timeout(WITHIN, async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the tunnel was closed");
+    a.stop().await;
+}

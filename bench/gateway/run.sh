@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The gateway's cost: wrk against one shimeji HTTP instance directly,
+# through `shimeji gateway` (following an etcd registry), and through
+# HAProxy 2.6 with the same instance as its one server; same run, same
+# machine, loopback.
+#
+#   bash bench/gateway/run.sh [SECONDS] [CONNECTIONS] [ROUNDS]
+#
+# Defaults: 10 s per run, 16 keep-alive connections, 3 rounds (the three
+# setups alternate in each round, so noise on the machine hits all alike).
+# GATEWAY_WORKERS sets the gateway's --workers (default: one per core, as
+# HAProxy's threads).
+# Prints requests/s and p50/p99 latency of each run and the median per
+# setup. Needs etcd, etcdctl, haproxy, wrk and protoc (Debian:
+# apt-get install etcd-server etcd-client haproxy wrk protobuf-compiler).
+# Builds `shimeji` (feature etcd) and `examples/web` in release mode first.
+# Every process it starts is stopped by its PID when it ends.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+seconds=${1:-10}
+connections=${2:-16}
+rounds=${3:-3}
+threads=2
+target=${CARGO_TARGET_DIR:-target}
+
+for tool in etcd etcdctl haproxy wrk protoc; do
+  command -v "$tool" >/dev/null || {
+    echo "missing $tool: apt-get install etcd-server etcd-client haproxy wrk protobuf-compiler" >&2
+    exit 2
+  }
+done
+
+cargo build --release -p shimeji-cli -p shimeji-examples --features shimeji-cli/etcd --bin shimeji --example web >&2
+shimeji=$target/release/shimeji
+web=$target/release/examples/web
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url
+  for _ in $(seq 1 200); do
+    curl -fs -o /dev/null "$1" && return 0
+    sleep 0.05
+  done
+  echo "no answer from $1" >&2
+  exit 1
+}
+
+# etcd, throwaway.
+cp=$(free_port); pp=$(free_port)
+etcd --name b --data-dir "$work/etcd" \
+  --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
+  --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
+  --initial-cluster "b=http://127.0.0.1:$pp" --heartbeat-interval 10 --election-timeout 100 \
+  --unsafe-no-fsync --log-level error --logger zap 2>"$work/etcd.log" &
+pids+=($!)
+wait_http "http://127.0.0.1:$cp/health"
+export ETCDCTL_API=3
+ctl() { etcdctl --endpoints "127.0.0.1:$cp" "$@"; }
+
+# One instance of the notes example, registered by hand under a lease.
+wp=$(free_port)
+RUST_LOG=warn WEB_SERVER_ADDRESS="127.0.0.1:$wp" "$web" >"$work/web.log" 2>&1 &
+web_pid=$!
+pids+=($web_pid)
+wait_http "http://127.0.0.1:$wp/notes/1"
+lease=$(ctl lease grant 60 | awk '{print $2}')
+ctl lease keep-alive "$lease" >/dev/null 2>&1 &
+pids+=($!)
+record=$(printf '{"service":"notes","instance_id":"bench-1","version":"0.0.0","host":"%s","pid":%d,"http":"127.0.0.1:%d","routes":[{"method":"GET","path":"/notes/{id}"},{"method":"POST","path":"/notes"}],"websocket":true,"sticky":false,"started_at_ms":0}' \
+  "$(hostname)" "$web_pid" "$wp")
+ctl put --lease="$lease" /shimeji/v1/instances/notes/bench-1 "$record" >/dev/null
+
+# The gateway.
+gp=$(free_port)
+workers=${GATEWAY_WORKERS:-$(nproc)}
+RUST_LOG=warn "$shimeji" gateway --registry "etcd://127.0.0.1:$cp" --listen "127.0.0.1:$gp" --workers "$workers" \
+  >"$work/gateway.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$gp/notes/1"
+
+# HAProxy with the same instance.
+hp=$(free_port)
+cat >"$work/haproxy.cfg" <<EOF
+global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$hp
+  default_backend notes
+backend notes
+  balance roundrobin
+  server n1 127.0.0.1:$wp
+EOF
+haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$hp/notes/1"
+
+# wrk's output: requests/s, p50, p99 (ms), non-2xx and socket errors.
+run() { # name url
+  local out
+  out=$(wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$2")
+  local rps p50 p99 non2xx errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  errors=$(awk '/Socket errors/ {print $0}' <<<"$out")
+  printf '%-8s %10s req/s  p50 %8s  p99 %8s  non-2xx %s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}" "${errors:+($errors)}"
+  echo "$1 $rps" >>"$work/rps"
+}
+
+echo "wrk -t$threads -c$connections -d${seconds}s, GET /notes/1, $(nproc) cores, gateway workers $workers, load $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq 1 "$rounds"); do
+  echo "round $round"
+  run direct "http://127.0.0.1:$wp/notes/1"
+  run gateway "http://127.0.0.1:$gp/notes/1"
+  run haproxy "http://127.0.0.1:$hp/notes/1"
+done
+echo "median req/s:"
+for name in direct gateway haproxy; do
+  awk -v n="$name" '$1 == n {print $2}' "$work/rps" | sort -g |
+    awk -v n="$name" '{a[NR]=$1} END {printf "  %-8s %s\n", n, a[int((NR+1)/2)]}'
+done
