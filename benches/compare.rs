@@ -79,11 +79,15 @@ async fn measure_shimeji(work: Work, greeter: GreeterClient) -> Round {
         (f64::NAN, f64::NAN)
     };
     let cpu = cpu_seconds();
-    let c64 = concurrent(work.calls64, greeter.clone(), |g: GreeterClient| async move {
-        let reply = g.hello("Ada".into()).await.expect("call failed");
-        std::hint::black_box(reply);
-        g
-    })
+    let c64 = concurrent(
+        work.calls64,
+        greeter.clone(),
+        |g: GreeterClient| async move {
+            let reply = g.hello("Ada".into()).await.expect("call failed");
+            std::hint::black_box(reply);
+            g
+        },
+    )
     .await;
     let c64_cpu = work.calls64 as f64 * 1.1 / (cpu_seconds() - cpu);
     Round {
