@@ -273,6 +273,14 @@ fn add_vhost(vhost: &str) {
     ctl(&["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]);
 }
 
+/// The 1-minute load average, from /proc/loadavg.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let rabbit = std::process::Command::new("rabbitmqctl")
@@ -287,6 +295,7 @@ fn machine() -> String {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this once, small.
     let quick = !std::env::args().any(|a| a == "--bench");
+    let load_at_start = load_average();
     let rounds = env_usize("ROUNDS", if quick { 1 } else { 5 });
     let calls = env_usize("CALLS", if quick { 2_000 } else { 100_000 });
     let calls64 = env_usize("CALLS64", if quick { 5_000 } else { 500_000 });
@@ -375,6 +384,10 @@ fn main() {
     );
 
     println!("\nmachine: {}", machine());
+    println!(
+        "load average (1 min, other work on the machine included): {load_at_start} at the start, {} at the end",
+        load_average()
+    );
     println!(
         "command: ROUNDS={rounds} BATCHES={batches} CALLS={calls} CALLS64={calls64} \
          AMQP_CALLS={amqp_calls} AMQP_CALLS64={amqp_calls64} ON_LOGS={} ON_METRICS={}{}{} \

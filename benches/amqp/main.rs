@@ -6,10 +6,10 @@
 //!   or 64 and persistent or transient replies;
 //! * the naive raw client and server (`naive`): persistent replies, each
 //!   reply acked, one confirm channel; an extra row, not the baseline;
-//! * (c) Nameko's `ClusterRpcProxy` calling a Nameko service with
-//!   `max_workers` 10 (Nameko's default) and 64;
-//! * (d) Nameko's `ClusterRpcProxy` calling the shimeji service set up as
-//!   (c): `max_workers` 10, persistent replies;
+//! * (c) Nameko's client calling a Nameko service with `max_workers` 10
+//!   (Nameko's default) and 64 (replies persistent: Nameko's only way);
+//! * (d) Nameko's client calling the shimeji service set up as (c):
+//!   `max_workers` 10, persistent replies;
 //! * events with publisher confirms, raw vs `EventDispatcher`;
 //! * start to first reply and idle RSS of the greeter example vs `nameko run`.
 //!
@@ -21,7 +21,9 @@
 //! Knobs: ROUNDS, CALLS (sequential), CALLS64 (64 in flight), EVENTS,
 //! NAMEKO_SHARE (Nameko runs CALLS/NAMEKO_SHARE, default 4: it is slow),
 //! NAMEKO_C64 (how Nameko's client keeps 64 in flight: `pool:N`, `pool:NxK`,
-//! `window`, `driver`; see `interop/bench_nameko.py`), SKIP_NAMEKO,
+//! `window`, or `driver`, the default: a Nameko service calling through its
+//! `RpcProxy`; see `interop/bench_nameko.py`; sequential calls always go
+//! through one `ClusterRpcProxy`), SKIP_NAMEKO,
 //! SKIP_STARTUP. `NAMEKO_SWEEP=pool:1,pool:16,driver,…` measures only
 //! Nameko's client set up each of those ways, against (c) and (d).
 //!

@@ -116,6 +116,20 @@ impl Record {
         }
     }
 
+    /// The median over rounds of `f(self) / f(other)`, each round's
+    /// figures against the same round's (contenders run one after the
+    /// other within a round, so a slow spell of the machine hits both);
+    /// rounds where either failed are left out (and flagged in the table).
+    pub fn ratio_to(&self, other: &Record, f: fn(&Figures) -> f64) -> f64 {
+        let ratios = self
+            .rounds
+            .iter()
+            .zip(&other.rounds)
+            .filter_map(|(x, y)| Some(f(x.as_ref().ok()?) / f(y.as_ref().ok()?)))
+            .collect();
+        median(ratios)
+    }
+
     /// `3/3`, or `2/3 FAILED in round 2` when a round failed.
     pub fn rounds_note(&self) -> String {
         let ok = self.rounds.iter().filter(|r| r.is_ok()).count();

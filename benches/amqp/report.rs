@@ -18,6 +18,8 @@ pub struct Knobs {
     pub nameko_c64: String,
     pub skip_nameko: bool,
     pub skip_startup: bool,
+    /// The machine's load average (1 min) when the run started.
+    pub load_at_start: String,
 }
 
 impl Knobs {
@@ -28,9 +30,10 @@ impl Knobs {
             calls64: env_usize("CALLS64", 10_000),
             events: env_usize("EVENTS", 10_000),
             nameko_share: env_usize("NAMEKO_SHARE", 4).max(1),
-            nameko_c64: std::env::var("NAMEKO_C64").unwrap_or_else(|_| "pool:16".into()),
+            nameko_c64: std::env::var("NAMEKO_C64").unwrap_or_else(|_| "driver".into()),
             skip_nameko: std::env::var("SKIP_NAMEKO").is_ok(),
             skip_startup: std::env::var("SKIP_STARTUP").is_ok(),
+            load_at_start: load_average(),
         }
     }
 
@@ -84,8 +87,12 @@ Nameko (c), and its client in (d): requests persistent, mandatory, with publishe
   each reply acked by the caller; prefetch = max_workers; request acked after its
   reply is confirmed, one ack per request";
 
-fn ratio(x: f64, y: f64) -> String {
-    format!("{:.2}", x / y)
+/// The 1-minute load average, from /proc/loadavg.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn machine() -> String {
@@ -129,17 +136,21 @@ fn row(r: &Record) {
 }
 
 fn ratio_row(name: &str, settings: &str, x: &Record, y: &Record) {
-    let (x, y) = (x.medians(), y.medians());
     println!(
-        "| {name} | {settings} | {} | {} |",
-        ratio(x.seq, y.seq),
-        ratio(x.c64, y.c64)
+        "| {name} | {settings} | {:.2} | {:.2} |",
+        x.ratio_to(y, |f| f.seq),
+        x.ratio_to(y, |f| f.c64)
     );
 }
 
 pub fn print(r: &Results) {
     let k = r.knobs;
     println!("\nmachine: {}", machine());
+    println!(
+        "load average (1 min, other work on the machine included): {} at the start, {} at the end",
+        k.load_at_start,
+        load_average()
+    );
     println!("command: {}\n", k.command());
     println!("{WIRE}\n");
     println!(
@@ -160,7 +171,8 @@ pub fn print(r: &Results) {
         }
         row(d);
     }
-    println!("\n| ratio | settings | sequential | 64 in flight |");
+    println!("\nratios: the median of each round's ratio\n");
+    println!("| ratio | settings | sequential | 64 in flight |");
     println!("|---|---|---:|---:|");
     if let Some((c, d)) = r.c {
         for (i, w) in r.nameko_workers.iter().enumerate() {
@@ -212,11 +224,11 @@ pub fn print(r: &Results) {
     let (x, y) = (ev_raw.medians().seq, ev_ours.medians().seq);
     println!(
         "\nevents with publisher confirms, one at a time ({} per round): raw {x:.0}/s ({}), \
-         shimeji {y:.0}/s ({}), ratio {}",
+         shimeji {y:.0}/s ({}), ratio {:.2} (median of each round's)",
         k.events,
         ev_raw.rounds_note(),
         ev_ours.rounds_note(),
-        ratio(y, x)
+        ev_ours.ratio_to(ev_raw, |f| f.seq)
     );
     if let Some((ours, theirs)) = &r.startup {
         let show = |who: &str, s: &Startup| match s {
