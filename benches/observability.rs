@@ -232,7 +232,9 @@ impl LogFile {
         assert_eq!(
             greeted,
             expected,
-            "{what}: {greeted} `greeted` lines in {}, {expected} calls made on the \"on\" side",
+            "{what}: {greeted} `greeted` lines in {}, {expected} calls made on the \"on\" side \
+             (more lines than calls: requests served twice, redelivered after a lost connection \
+             or a broker restart)",
             self.path.display()
         );
         eprintln!(
@@ -398,11 +400,17 @@ fn main() {
         if text { " LOG_FORMAT=text" } else { "" }
     );
     println!(
-        "off: no log subscriber, no metrics. on: {} logs {} (one line per call, {} lines \
-         written and checked, blocking writes to a file, one write(2) per line), metrics {}",
-        if text { "text" } else { "JSON" },
-        if logs { "on" } else { "OFF" },
-        file.lines,
+        "off: no log subscriber, no metrics. on: {}; metrics {}",
+        if logs {
+            format!(
+                "{} logs, one line per call to a file (blocking writes, one write(2) per line), \
+                 {} lines written and checked",
+                if text { "text" } else { "JSON" },
+                file.lines
+            )
+        } else {
+            "no logs".to_string()
+        },
         if metrics { "recorded" } else { "OFF" }
     );
     println!("\nobservability off vs on, greeter.hello(\"Ada\"), medians of {rounds} round(s) x {batches} batches\n");

@@ -45,13 +45,15 @@ mod measure;
 mod naive;
 mod nameko;
 mod raw;
+mod rawside;
 mod report;
 mod sweep;
 mod wire;
 
 use common::Figures;
-use measure::{measure, Call, Record};
+use measure::{check_echo, measure, Call, Record, LIMIT};
 use raw::ServerSettings;
+use rawside::{RawSide, NAIVE_PREFETCH};
 
 macro_rules! echo_service {
     ($ty:ident, $name:literal) => {
@@ -98,23 +100,14 @@ const SETTINGS: [ServerSettings; 4] = [
 /// The `max_workers` of the Nameko services (c) calls.
 const NAMEKO_WORKERS: [u16; 2] = [10, 64];
 
-/// The naive raw server's prefetch, as it always had.
-const NAIVE_PREFETCH: u16 = 64;
-
-fn check(value: Value) -> Result<(), String> {
-    if value == json!("Ada") {
-        Ok(())
-    } else {
-        Err(format!("wrong reply: {value}"))
-    }
-}
-
 macro_rules! shimeji_call {
     ($client:expr) => {{
         let client = $client;
         let call: Call = Arc::new(move || {
             let c = client.clone();
-            Box::pin(async move { check(c.echo(json!("Ada")).await.map_err(|e| e.to_string())?) })
+            Box::pin(
+                async move { check_echo(c.echo(json!("Ada")).await.map_err(|e| e.to_string())?) },
+            )
         });
         call
     }};
@@ -141,9 +134,15 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let start = Instant::now();
-    for _ in 0..n {
-        publish().await?;
-    }
+    let all = async {
+        for _ in 0..n {
+            publish().await?;
+        }
+        Ok::<(), String>(())
+    };
+    tokio::time::timeout(LIMIT, all)
+        .await
+        .map_err(|_| format!("not done within {LIMIT:?}"))??;
     let rate = n as f64 / start.elapsed().as_secs_f64();
     Ok(Figures {
         seq: rate,
@@ -201,30 +200,6 @@ fn main() {
         return;
     }
 
-    // (a) raw servers, one per setting, and the raw and naive clients.
-    let (raw_servers, naive_server, raw_conn, raw_client, naive_conn, naive_client, raw_events) =
-        rt.block_on(async {
-            let mut servers = Vec::new();
-            for s in SETTINGS {
-                servers.push(raw::serve(&format!("rawecho{}", s.tag()), s).await?);
-            }
-            let naive_server = naive::serve("naiveecho", NAIVE_PREFETCH).await?;
-            let raw_conn = wire::open("bench raw client").await?;
-            let raw_client = raw::Client::connect(&raw_conn).await?;
-            let naive_conn = wire::open("bench naive client").await?;
-            let naive_client = naive::Client::connect(&naive_conn).await?;
-            let raw_events = raw::Events::open(&raw_conn, "benchecho").await?;
-            Ok::<_, String>((
-                servers,
-                naive_server,
-                raw_conn,
-                raw_client,
-                naive_conn,
-                naive_client,
-                raw_events,
-            ))
-        })
-        .expect("raw contenders");
     // (b) shimeji services, one per setting, and the client side.
     let (services, client_side) = rt.block_on(async {
         let services = vec![
@@ -245,24 +220,6 @@ fn main() {
         shimeji_call!(client_side.client::<Echo64pClient>()),
         shimeji_call!(client_side.client::<Echo64tClient>()),
     ];
-    let raws: Vec<Call> = SETTINGS
-        .iter()
-        .map(|s| {
-            let (client, service) = (
-                raw_client.clone(),
-                Arc::<str>::from(format!("rawecho{}", s.tag())),
-            );
-            let call: Call = Arc::new(move || {
-                let (c, s) = (client.clone(), service.clone());
-                Box::pin(async move { check(c.echo(&s, "Ada").await?) })
-            });
-            call
-        })
-        .collect();
-    let naive_call: Call = Arc::new(move || {
-        let c = naive_client.clone();
-        Box::pin(async move { check(c.echo("naiveecho", "Ada").await?) })
-    });
     let nameko_services = match &python {
         Some(py) => nameko::start_services(py, &NAMEKO_WORKERS),
         None => Vec::new(),
@@ -303,14 +260,25 @@ fn main() {
     let (calls, calls64) = (knobs.calls, knobs.calls64);
     let nameko_counts = (calls / knobs.nameko_share, calls64 / knobs.nameko_share);
     for round in 1..=knobs.rounds {
+        let raw_side = rt.block_on(RawSide::open(&SETTINGS));
+        if let Err(e) = &raw_side {
+            eprintln!("round {round}: the raw contenders could not start: {e}");
+        }
+        let raws = raw_side.as_ref();
         for i in 0..SETTINGS.len() {
             eprintln!("round {round}: {}", a[i].name);
-            a[i].push(rt.block_on(measure(calls, calls64, raws[i].clone())));
+            a[i].push(match raws {
+                Ok(r) => rt.block_on(measure(calls, calls64, r.calls[i].clone())),
+                Err(e) => Err(e.clone()),
+            });
             eprintln!("round {round}: {}", b[i].name);
             b[i].push(rt.block_on(measure(calls, calls64, ours[i].clone())));
         }
         eprintln!("round {round}: naive raw");
-        naive_rec.push(rt.block_on(measure(calls, calls64, naive_call.clone())));
+        naive_rec.push(match raws {
+            Ok(r) => rt.block_on(measure(calls, calls64, r.naive.clone())),
+            Err(e) => Err(e.clone()),
+        });
         if let Some(py) = &python {
             for (i, w) in NAMEKO_WORKERS.iter().enumerate() {
                 eprintln!("round {round}: {}", c[i].name);
@@ -330,9 +298,10 @@ fn main() {
             ));
         }
         eprintln!("round {round}: events");
-        ev_raw.push(rt.block_on(events(knobs.events, || {
-            raw_events.publish("tick", json!({"n": 1}))
-        })));
+        ev_raw.push(match raws {
+            Ok(r) => rt.block_on(events(knobs.events, || r.publish_event())),
+            Err(e) => Err(e.clone()),
+        });
         ev_ours.push(rt.block_on(async {
             let dispatcher = client_side.event_dispatcher("benchecho");
             events(knobs.events, || async {
@@ -343,6 +312,9 @@ fn main() {
             })
             .await
         }));
+        if let Ok(r) = raw_side {
+            rt.block_on(r.close());
+        }
         let all = a.iter().chain(&b).chain([&naive_rec]).chain(&c).chain([&d]);
         for r in all {
             eprintln!("  {:<70} {}", r.name, r.each_round());
@@ -395,12 +367,5 @@ fn main() {
             s.stop().await;
         }
         client_side.stop().await;
-        for s in raw_servers {
-            let _ = s.close().await;
-        }
-        let _ = naive_server.close().await;
-        drop((raw_client, raw_events));
-        let _ = raw_conn.close().await;
-        let _ = naive_conn.close().await;
     });
 }

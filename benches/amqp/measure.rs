@@ -14,7 +14,16 @@ pub type Call = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + 
 
 /// How long one contender's measurement may take before the round counts
 /// as failed for it.
-const LIMIT: Duration = Duration::from_secs(180);
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// `Ok` when `value` is the echo of `"Ada"` every bench call sends.
+pub fn check_echo(value: serde_json::Value) -> Result<(), String> {
+    if value == "Ada" {
+        Ok(())
+    } else {
+        Err(format!("wrong reply: {value}"))
+    }
+}
 
 /// Sequential calls with per-call latency, then `calls64` with 64 in
 /// flight; a tenth of each count first, unmeasured, as warm-up.
