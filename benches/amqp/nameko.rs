@@ -179,7 +179,17 @@ pub async fn start_to_reply(client: &Client, child: Child) -> Result<(Duration, 
 /// bench shares with it, each time, for their other features) and returns
 /// its path.
 pub fn build_greeter() -> Result<String, String> {
-    let status = Command::new("cargo")
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // Without the variables `cargo bench` sets for the bench, which build
+    // scripts (ring's) would see as a change and rebuild for.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let ours = key == "CARGO_HOME" || key == "CARGO_TARGET_DIR";
+        if (key.starts_with("CARGO") && !ours) || key == "LD_LIBRARY_PATH" || key == "OUT_DIR" {
+            cargo.env_remove(&*key);
+        }
+    }
+    let status = cargo
         .args(["build", "--profile", "bench", "--example", "greeter"])
         .current_dir(ROOT)
         .status()
