@@ -1,31 +1,56 @@
-//! What observability costs: calls/s with JSON logs, metrics and trace
-//! context on, against the same calls with them off, in one run.
+//! What observability costs: calls/s with JSON logs and metrics on,
+//! against the same calls with them off, in one run.
 //!
 //! ```text
 //! cargo bench --bench observability                 # memory and AMQP, 5 rounds
 //! ROUNDS=7 SKIP_AMQP=1 cargo bench --bench observability
 //! ```
 //!
-//! *Off*: no log subscriber, metrics not recorded. *On*: the JSON log
-//! subscriber at INFO (what `--log-format json` installs; lines go to a
-//! sink), Prometheus metrics recorded for entrypoints and clients, and the
-//! trace context (always carried; it is in both columns). Each round starts
-//! both sides' services and takes `BATCHES` batches of calls from each in
-//! turn (off, on, off, on, …) so that the machine's noise hits both alike;
-//! every figure is the median of all batches. In memory both sides share
-//! one runtime (the "on" side's tasks log through the JSON subscriber); over
+//! The service is the same on both sides: `greeter.hello(name)` writes one
+//! log line per call (`tracing::info!` in the method). *Off*: no log
+//! subscriber, metrics not recorded. *On*: the JSON log subscriber at INFO
+//! (what `--log-format json` installs) writing to a real file (a temporary
+//! file, or `LOG_FILE`): blocking writes, one `write(2)` per line, no
+//! buffering and no fsync, the way the subscriber writes to stderr;
+//! Prometheus metrics recorded for entrypoints and clients. Trace context is
+//! always carried, so it is in both columns. After each round the file must
+//! hold exactly one `greeted` line per call the "on" side made, or the
+//! bench fails; then it is emptied.
+//!
+//! Each round starts both sides' services and takes `BATCHES` batches of
+//! calls from each in turn (off, on, off, on, …) so that the machine's noise
+//! hits both alike; every figure is the median of all batches. In memory
+//! both sides share one runtime (the "on" side's calling tasks log through
+//! the JSON subscriber, and the method runs in the calling task); over
 //! AMQP, where service workers run in tasks of their own, each side has its
-//! own runtime, the "on" one logging from every thread. The AMQP part needs the local broker
-//! (`AMQP_URI`, default `amqp://guest:guest@127.0.0.1:5672`).
+//! own runtime, the "on" one logging from every thread, and its own vhost
+//! (`shimeji-bench-obs-off`, `shimeji-bench-obs-on`, added with
+//! `rabbitmqctl`), so that each side's calls are served by its own service.
+//! The AMQP part needs the local broker (`AMQP_BROKER`, default
+//! `amqp://guest:guest@127.0.0.1:5672`, no vhost).
 
 use shimeji::logging::LogFormat;
 use shimeji::prelude::*;
+use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
 mod common;
 
-use common::{concurrent_logged, env_usize, median, sequential, Greeter, GreeterClient};
+use common::{concurrent_logged, env_usize, median, sequential};
 use tracing::instrument::WithSubscriber;
+
+/// The service both sides run: one log line per call.
+#[derive(Default, Dependencies)]
+struct Greeter;
+
+#[service(name = "greeter")]
+impl Greeter {
+    #[rpc]
+    async fn hello(&self, name: String) -> String {
+        tracing::info!(name = name.as_str(), "greeted");
+        format!("Hello, {name}!")
+    }
+}
 
 #[derive(Clone, Copy, Default)]
 struct Pair {
@@ -41,6 +66,12 @@ async fn start(config: Config) -> (RunningServices, GreeterClient) {
         .expect("start greeter");
     let greeter: GreeterClient = running.client();
     (running, greeter)
+}
+
+/// How many calls one batch of `(calls, calls64)` makes, warm-up included
+/// (a tenth of each, see `common`).
+fn calls_in_batch((calls, calls64): (usize, usize)) -> usize {
+    calls + calls / 10 + calls64 + calls64 / 10
 }
 
 /// One batch: `calls` one at a time, then `calls64` with 64 in flight;
@@ -81,16 +112,19 @@ struct Sides {
 }
 
 impl Sides {
-    fn start(off_rt: &Runtime, on_rt: &Runtime, config: Config, metrics: bool) -> Self {
+    /// Starts the "off" side with `configs.0`, the "on" side with `configs.1`.
+    fn start(off_rt: &Runtime, on_rt: &Runtime, configs: (Config, Config), metrics: bool) -> Self {
         shimeji::metrics::disable();
-        let off = off_rt.block_on(start(config.clone()));
+        let off = off_rt.block_on(start(configs.0));
         if metrics {
             shimeji::metrics::enable();
         }
-        let on = on_rt.block_on(start(config));
+        let on = on_rt.block_on(start(configs.1));
         Sides { off, on }
     }
 
+    /// Takes `n` batches of `(calls, calls64)` from each side; returns how
+    /// many calls the "on" side made.
     fn batches(
         &self,
         rts: (&Runtime, &Runtime),
@@ -98,7 +132,7 @@ impl Sides {
         task_logs: Option<&tracing::Dispatch>,
         (n, calls, calls64): (usize, usize, usize),
         out: (&mut Vec<Pair>, &mut Vec<Pair>),
-    ) {
+    ) -> usize {
         let run = |rt: &Runtime, greeter: &GreeterClient, logs: Option<&tracing::Dispatch>| {
             let greeter = greeter.clone();
             let logs = logs.cloned();
@@ -117,6 +151,7 @@ impl Sides {
             }
             out.1.push(run(rts.1, &self.on.1, task_logs));
         }
+        n * calls_in_batch((calls, calls64))
     }
 
     fn stop(self, off_rt: &Runtime, on_rt: &Runtime) {
@@ -138,6 +173,79 @@ fn runtime(dispatch: Option<tracing::Dispatch>) -> Runtime {
     builder.build().expect("tokio runtime")
 }
 
+/// The log file: where the "on" side's lines go.
+struct LogFile {
+    path: PathBuf,
+    /// JSON lines (else text).
+    json: bool,
+    /// Lines checked so far, all rounds.
+    lines: usize,
+}
+
+impl LogFile {
+    /// Creates (or empties) the file at `path`; returns it and the handle
+    /// the subscriber writes through (append mode: each line lands at the
+    /// end, also after the file is emptied).
+    fn create(path: PathBuf, json: bool) -> (Self, std::fs::File) {
+        std::fs::write(&path, b"").expect("create the log file");
+        let writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open the log file");
+        (
+            LogFile {
+                path,
+                json,
+                lines: 0,
+            },
+            writer,
+        )
+    }
+
+    /// Checks that the file holds exactly `expected` `greeted` lines, each
+    /// naming its worker (JSON: an object whose `service` is the greeter;
+    /// text: with the call id), then empties it.
+    fn check_and_empty(&mut self, expected: usize, what: &str) {
+        let text = std::fs::read_to_string(&self.path).expect("read the log file");
+        let (mut greeted, mut other) = (0, 0);
+        for line in text.lines() {
+            let is_greeted = if self.json {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+                v["fields"]["message"] == "greeted"
+                    && (v["service"] == "greeter"
+                        || panic!("without the worker's identity: {line}"))
+            } else {
+                line.contains(" greeted ")
+                    && (line.contains(" call_id=greeter.hello.")
+                        || panic!("without the worker's identity: {line}"))
+            };
+            if is_greeted {
+                greeted += 1;
+            } else {
+                if other < 3 {
+                    eprintln!("{what}: another line: {line}");
+                }
+                other += 1;
+            }
+        }
+        assert_eq!(
+            greeted,
+            expected,
+            "{what}: {greeted} `greeted` lines in {}, {expected} calls made on the \"on\" side \
+             (more lines than calls: requests served twice, redelivered after a lost connection \
+             or a broker restart)",
+            self.path.display()
+        );
+        eprintln!(
+            "{what}: {greeted} `greeted` lines checked, {other} other lines ({} MB)",
+            text.len() / 1_000_000
+        );
+        self.lines += greeted;
+        std::fs::write(&self.path, b"").expect("empty the log file");
+    }
+}
+
 fn report(name: &str, off: &[Pair], on: &[Pair]) {
     let m = |xs: &[Pair], f: fn(&Pair) -> f64| median(xs.iter().map(f).collect());
     let (off_seq, on_seq) = (m(off, |p| p.seq), m(on, |p| p.seq));
@@ -149,25 +257,87 @@ fn report(name: &str, off: &[Pair], on: &[Pair]) {
     );
 }
 
+/// The vhosts of the "off" and "on" sides over AMQP: each side's greeter
+/// has a queue of its own, so that no call is served by the other side.
+const VHOSTS: [&str; 2] = ["shimeji-bench-obs-off", "shimeji-bench-obs-on"];
+
+fn add_vhost(vhost: &str) {
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output();
+        assert!(
+            out.is_ok_and(|o| o.status.success() || args[0] == "add_vhost"),
+            "rabbitmqctl {args:?} failed: the AMQP part needs the local broker (SKIP_AMQP=1 skips it)"
+        );
+    };
+    ctl(&["add_vhost", vhost]);
+    ctl(&["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]);
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let rabbit = std::process::Command::new("rabbitmqctl")
+        .arg("version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cores} cores, RabbitMQ {rabbit} on the same machine")
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this once, small.
     let quick = !std::env::args().any(|a| a == "--bench");
+    let load_at_start = load_average();
     let rounds = env_usize("ROUNDS", if quick { 1 } else { 5 });
-    let calls = env_usize("CALLS", if quick { 2_000 } else { 200_000 });
-    let calls64 = env_usize("CALLS64", if quick { 5_000 } else { 1_000_000 });
-    let amqp_calls = env_usize("AMQP_CALLS", if quick { 200 } else { 2_000 });
-    let amqp_calls64 = env_usize("AMQP_CALLS64", if quick { 500 } else { 10_000 });
+    let calls = env_usize("CALLS", if quick { 2_000 } else { 100_000 });
+    let calls64 = env_usize("CALLS64", if quick { 5_000 } else { 500_000 });
+    let amqp_calls = env_usize("AMQP_CALLS", if quick { 200 } else { 5_000 });
+    let amqp_calls64 = env_usize("AMQP_CALLS64", if quick { 500 } else { 20_000 });
     let amqp = std::env::var("SKIP_AMQP").is_err();
-    let uri = std::env::var("AMQP_URI")
+    let broker = std::env::var("AMQP_BROKER")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_string());
+    if amqp {
+        for vhost in VHOSTS {
+            add_vhost(vhost);
+        }
+    }
 
     // ON_LOGS=0 or ON_METRICS=0 leave one part off in the "on" column, to
     // see what each costs.
     let logs = env_usize("ON_LOGS", 1) == 1;
     let metrics = env_usize("ON_METRICS", 1) == 1;
-    let json = tracing::Dispatch::new(
-        shimeji::logging::subscriber("info", LogFormat::Json, std::io::sink).expect("log filter"),
+    let path = std::env::var_os("LOG_FILE").map_or_else(
+        || std::env::temp_dir().join(format!("shimeji-bench-{}.log", std::process::id())),
+        PathBuf::from,
     );
+    // LOG_FORMAT=text: the text lines instead, to compare formatters.
+    let text = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "text");
+    let (mut file, writer) = LogFile::create(path, !text);
+    let format = if text {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    };
+    let json = tracing::Dispatch::new(
+        shimeji::logging::subscriber("info", format, writer).expect("log filter"),
+    );
+    // With one subscriber only, `tracing` decides whether a log statement is
+    // enabled for good from the thread that first reaches it: the "off"
+    // side, with no subscriber, would switch `greeted` off for the "on"
+    // side too. A second, empty subscriber makes it ask every subscriber
+    // there is (a program with one global subscriber has no such problem;
+    // the "off" side pays one check of its empty default per line).
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let on_logs = logs.then_some(&json);
     let off_rt = runtime(None);
     let on_rt = runtime(on_logs.cloned());
@@ -175,10 +345,11 @@ fn main() {
     let (mut mem_off, mut mem_on, mut amqp_off, mut amqp_on) = (vec![], vec![], vec![], vec![]);
     let rts = (&off_rt, &on_rt);
     let batches = env_usize("BATCHES", if quick { 1 } else { 10 });
+    let expect = |made: usize| if logs { made } else { 0 };
     for round in 1..=rounds {
         // In memory a call runs in its caller's task: one runtime for both.
-        let sides = Sides::start(&off_rt, &off_rt, Config::new(), metrics);
-        sides.batches(
+        let sides = Sides::start(&off_rt, &off_rt, (Config::new(), Config::new()), metrics);
+        let made = sides.batches(
             (&off_rt, &off_rt),
             metrics,
             on_logs,
@@ -186,10 +357,12 @@ fn main() {
             (&mut mem_off, &mut mem_on),
         );
         sides.stop(&off_rt, &off_rt);
+        file.check_and_empty(expect(made), &format!("round {round}, memory"));
         if amqp {
-            let config = Config::new().set("AMQP_URI", uri.clone());
-            let sides = Sides::start(&off_rt, &on_rt, config, metrics);
-            sides.batches(
+            let config = |vhost: &str| Config::new().set("AMQP_URI", format!("{broker}/{vhost}"));
+            let configs = (config(VHOSTS[0]), config(VHOSTS[1]));
+            let sides = Sides::start(&off_rt, &on_rt, configs, metrics);
+            let made = sides.batches(
                 rts,
                 metrics,
                 None,
@@ -197,9 +370,11 @@ fn main() {
                 (&mut amqp_off, &mut amqp_on),
             );
             sides.stop(&off_rt, &on_rt);
+            file.check_and_empty(expect(made), &format!("round {round}, AMQP"));
         }
         eprintln!("round {round}/{rounds} done");
     }
+    let _ = std::fs::remove_file(&file.path);
     // Recording really was on: the scrape counts the calls.
     let scrape = shimeji::metrics::render();
     assert!(
@@ -210,6 +385,34 @@ fn main() {
         "metrics were not recorded:\n{scrape}"
     );
 
+    println!("\nmachine: {}", machine());
+    println!(
+        "load average (1 min, other work on the machine included): {load_at_start} at the start, {} at the end",
+        load_average()
+    );
+    println!(
+        "command: ROUNDS={rounds} BATCHES={batches} CALLS={calls} CALLS64={calls64} \
+         AMQP_CALLS={amqp_calls} AMQP_CALLS64={amqp_calls64} ON_LOGS={} ON_METRICS={}{}{} \
+         cargo bench --bench observability",
+        u8::from(logs),
+        u8::from(metrics),
+        if amqp { "" } else { " SKIP_AMQP=1" },
+        if text { " LOG_FORMAT=text" } else { "" }
+    );
+    println!(
+        "off: no log subscriber, no metrics. on: {}; metrics {}",
+        if logs {
+            format!(
+                "{} logs, one line per call to a file (blocking writes, one write(2) per line), \
+                 {} lines written and checked",
+                if text { "text" } else { "JSON" },
+                file.lines
+            )
+        } else {
+            "no logs".to_string()
+        },
+        if metrics { "recorded" } else { "OFF" }
+    );
     println!("\nobservability off vs on, greeter.hello(\"Ada\"), medians of {rounds} round(s) x {batches} batches\n");
     println!(
         "| transport | off seq/s    | on seq/s     | ratio | off c64/s    | on c64/s     | ratio |"
@@ -221,5 +424,5 @@ fn main() {
     if amqp {
         report("amqp", &amqp_off, &amqp_on);
     }
-    println!("\non: JSON logs {logs}, metrics {metrics}; target: on / off >= 0.9");
+    println!("\ntarget: on / off >= 0.9");
 }
