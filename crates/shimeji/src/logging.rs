@@ -230,7 +230,9 @@ impl<'w> FormatFields<'w> for JsonFields {
     }
 }
 
-/// Writes each event as one JSON object on its own line.
+/// Writes each event as one JSON object on its own line, straight into the
+/// line: no map is built, and a span's fields (kept as JSON text) are
+/// copied in, not parsed again.
 struct JsonFormat;
 
 impl<S> FormatEvent<S, JsonFields> for JsonFormat
@@ -243,39 +245,186 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut fields = Collect::default();
-        event.record(&mut fields);
-        let mut line = Map::new();
-        line.insert("timestamp".into(), timestamp.into());
-        line.insert("level".into(), event.metadata().level().as_str().into());
-        line.insert("target".into(), event.metadata().target().into());
-        line.insert("fields".into(), Value::Object(fields.0));
-        if let Some(worker) = worker_fields() {
-            line.extend(worker);
+        let mut line = String::with_capacity(320);
+        line.push_str("{\"timestamp\":\"");
+        SystemTime.format_time(&mut Writer::new(&mut JsonEscape(&mut line)))?;
+        line.push_str("\",\"level\":");
+        push_json_str(&mut line, event.metadata().level().as_str());
+        line.push_str(",\"target\":");
+        push_json_str(&mut line, event.metadata().target());
+        line.push_str(",\"fields\":{");
+        event.record(&mut JsonLineFields {
+            line: &mut line,
+            first: true,
+        });
+        line.push('}');
+        if let Some(worker) = crate::context::current() {
+            push_worker(&mut line, &worker);
         }
         if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<Value> = scope
-                .from_root()
-                .map(|span| {
-                    let mut object = Map::new();
-                    object.insert("name".into(), span.name().into());
-                    if let Some(Ok(Value::Object(fields))) = span
-                        .extensions()
-                        .get::<FormattedFields<JsonFields>>()
-                        .map(|f| serde_json::from_str::<Value>(&f.fields))
-                    {
-                        object.extend(fields);
+            let mut spans = scope.from_root().peekable();
+            if spans.peek().is_some() {
+                line.push_str(",\"spans\":[");
+                for (i, span) in spans.enumerate() {
+                    if i > 0 {
+                        line.push(',');
                     }
-                    Value::Object(object)
-                })
-                .collect();
-            if !spans.is_empty() {
-                line.insert("spans".into(), spans.into());
+                    line.push_str("{\"name\":");
+                    push_json_str(&mut line, span.name());
+                    let extensions = span.extensions();
+                    // The span's fields are a JSON object's text: its
+                    // members go in after the name.
+                    let members = extensions
+                        .get::<FormattedFields<JsonFields>>()
+                        .and_then(|f| f.fields.strip_prefix('{'))
+                        .and_then(|f| f.strip_suffix('}'))
+                        .filter(|members| !members.trim().is_empty());
+                    if let Some(members) = members {
+                        line.push(',');
+                        line.push_str(members);
+                    }
+                    line.push('}');
+                }
+                line.push(']');
             }
         }
-        writeln!(writer, "{}", Value::Object(line))
+        line.push('}');
+        writeln!(writer, "{line}")
+    }
+}
+
+/// The identity of the worker that logged, as the line's top-level keys.
+fn push_worker(line: &mut String, ctx: &crate::context::WorkerContext) {
+    use std::fmt::Write as _;
+    let put = |line: &mut String, key: &str, value: &str| {
+        line.push_str(",\"");
+        line.push_str(key);
+        line.push_str("\":");
+        push_json_str(line, value);
+    };
+    if let Some(service) = ctx.service() {
+        put(line, "service", service);
+    }
+    if let Some(entrypoint) = ctx.entrypoint() {
+        put(line, "entrypoint", entrypoint);
+    }
+    let stack = ctx.call_id_stack();
+    let own = usize::from(ctx.service().is_some());
+    if own == 1 {
+        if let Some(call_id) = stack.last() {
+            put(line, "call_id", call_id);
+        }
+    }
+    if let Some(parent) = stack.len().checked_sub(own + 1).map(|i| &stack[i]) {
+        put(line, "parent_call_id", parent);
+    }
+    if let Some(first) = stack.first() {
+        put(line, "request_id", first);
+    }
+    if let Some(trace) = ctx.trace_parent() {
+        let _ = write!(line, ",\"trace_id\":\"{:032x}\"", trace.trace_id());
+        if own == 1 {
+            let _ = write!(line, ",\"span_id\":\"{:016x}\"", trace.span_id());
+        }
+    }
+}
+
+/// Writes an event's fields as JSON members into a line.
+struct JsonLineFields<'a> {
+    line: &'a mut String,
+    first: bool,
+}
+
+impl JsonLineFields<'_> {
+    fn key(&mut self, field: &Field) -> &mut String {
+        if !std::mem::take(&mut self.first) {
+            self.line.push(',');
+        }
+        push_json_str(self.line, field.name());
+        self.line.push(':');
+        self.line
+    }
+}
+
+impl Visit for JsonLineFields<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        use std::fmt::Write as _;
+        let line = self.key(field);
+        if value.is_finite() {
+            let _ = write!(line, "{value}");
+        } else {
+            line.push_str("null");
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        use std::fmt::Write as _;
+        let _ = write!(self.key(field), "{value}");
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        use std::fmt::Write as _;
+        let _ = write!(self.key(field), "{value}");
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field)
+            .push_str(if value { "true" } else { "false" });
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        push_json_str(self.key(field), value);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        use std::fmt::Write as _;
+        let line = self.key(field);
+        line.push('"');
+        let _ = write!(JsonEscape(line), "{value}");
+        line.push('"');
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        use std::fmt::Write as _;
+        let line = self.key(field);
+        line.push('"');
+        let _ = write!(JsonEscape(line), "{value:?}");
+        line.push('"');
+    }
+}
+
+/// Appends `s` as a JSON string, quotes included.
+fn push_json_str(line: &mut String, s: &str) {
+    line.push('"');
+    escape_into(line, s);
+    line.push('"');
+}
+
+/// Appends `s` escaped for the inside of a JSON string.
+fn escape_into(line: &mut String, s: &str) {
+    let mut rest = s;
+    while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        line.push_str(&rest[..i]);
+        let mut chars = rest[i..].chars();
+        match chars.next() {
+            Some('"') => line.push_str("\\\""),
+            Some('\\') => line.push_str("\\\\"),
+            Some('\n') => line.push_str("\\n"),
+            Some('\r') => line.push_str("\\r"),
+            Some('\t') => line.push_str("\\t"),
+            Some(c) => {
+                use std::fmt::Write as _;
+                let _ = write!(line, "\\u{:04x}", u32::from(c));
+            }
+            None => {}
+        }
+        rest = chars.as_str();
+    }
+    line.push_str(rest);
+}
+
+/// A `fmt::Write` that escapes what is written for the inside of a JSON
+/// string: `Display` and `Debug` values go in with no copy of their own.
+struct JsonEscape<'a>(&'a mut String);
+
+impl fmt::Write for JsonEscape<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
     }
 }
 
@@ -338,6 +487,44 @@ mod tests {
         let outside = parsed.next().unwrap();
         assert_eq!(outside["level"], "WARN");
         assert!(outside.get("call_id").is_none(), "{outside}");
+    }
+
+    #[test]
+    fn json_lines_escape_what_they_carry() {
+        let tricky = "a \"quoted\" \\ back\nslash\t\u{1}\u{7f} é ✓";
+        let text = lines(LogFormat::Json, || {
+            tracing::info!(
+                s = tricky,
+                n = -3i64,
+                u = 7u64,
+                f = 0.5f64,
+                nan = f64::NAN,
+                b = true,
+                d = ?vec![tricky],
+                "{tricky}"
+            );
+            let span = tracing::info_span!("outer", id = 9, note = tricky);
+            let _entered = span.enter();
+            tracing::info!("in a span");
+        });
+        let mut parsed = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")));
+        let first = parsed.next().unwrap();
+        let fields = &first["fields"];
+        assert_eq!(fields["message"], tricky, "{first}");
+        assert_eq!(fields["s"], tricky);
+        assert_eq!(fields["n"], -3);
+        assert_eq!(fields["u"], 7);
+        assert_eq!(fields["f"], 0.5);
+        assert_eq!(fields["nan"], Value::Null);
+        assert_eq!(fields["b"], true);
+        assert_eq!(fields["d"], format!("{:?}", vec![tricky]));
+        assert_eq!(first["level"], "INFO");
+        let second = parsed.next().unwrap();
+        assert_eq!(second["spans"][0]["name"], "outer", "{second}");
+        assert_eq!(second["spans"][0]["id"], 9);
+        assert_eq!(second["spans"][0]["note"], tricky);
     }
 
     #[test]
