@@ -1,16 +1,20 @@
 //! `shimeji upgrade` against a real etcd and a real HAProxy kept by
 //! `shimeji haproxy-sync`, each started per test: two instances of an HTTP
 //! service rolled to a new version under load with no failed request and
-//! every POST applied once; a bad version stopped by its error rate; and
+//! every POST applied once, and the same through `shimeji gateway`; as the
+//! negative control, the original MicroFlack sequence (stop without
+//! deregistering) failing requests through HAProxy configured as the
+//! original configured it; a bad version stopped by its error rate; and
 //! `--abort`.
 #![cfg(feature = "etcd")]
 
 mod platform;
 
 use platform::etcd::Etcd;
-use platform::haproxy::Haproxy;
+use platform::gateway::Gateway;
+use platform::haproxy::{sample_config, Haproxy};
 use platform::instance::{self, Instance};
-use platform::load::Load;
+use platform::load::{Load, Outcomes};
 use platform::Sync;
 use shimeji::registry::{InstanceRecord, Registry};
 use std::collections::BTreeMap;
@@ -127,12 +131,73 @@ fn posted_ids(dir: &Path) -> BTreeMap<u64, u32> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolls_two_instances_under_load_with_no_failed_request() {
-    let etcd = Etcd::start();
-    let haproxy = Haproxy::start();
-    let registry = Registry::connect(&etcd.url()).await.expect("etcd");
-    let sync = Sync::start(&etcd.url(), &registry, &haproxy, &[]).await;
+/// What the clients go through: HAProxy kept by `haproxy-sync`, or the
+/// gateway. Either reports the revision it applied as a router.
+enum Front {
+    Haproxy(Haproxy, Sync),
+    Gateway(Gateway),
+}
+
+impl Front {
+    /// HAProxy on `config`, kept in step with the registry.
+    async fn haproxy(etcd: &Etcd, registry: &Registry, config: &Path) -> Front {
+        let haproxy = Haproxy::start_with(config);
+        let sync = Sync::start(&etcd.url(), registry, &haproxy, &[]).await;
+        Front::Haproxy(haproxy, sync)
+    }
+
+    /// `shimeji gateway` following the registry.
+    async fn gateway(etcd: &Etcd, registry: &Registry) -> Front {
+        Front::Gateway(Gateway::start(&etcd.url(), registry).await)
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Front::Haproxy(haproxy, _) => haproxy.url(""),
+            Front::Gateway(gateway) => gateway.url(""),
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Front::Haproxy(haproxy, sync) => format!("{}\n{}", haproxy.log(), sync.log()),
+            Front::Gateway(gateway) => gateway.log(),
+        }
+    }
+
+    /// Stops the router process (its exit must be clean).
+    fn stop(self) {
+        match self {
+            Front::Haproxy(_, sync) => drop(sync.stop()),
+            Front::Gateway(gateway) => drop(gateway.stop()),
+        }
+    }
+}
+
+/// `GET /notes/version` through `front` `times` times: the versions that
+/// answered, with their counts. Every answer must be a 2xx.
+async fn versions_now(front: &Front, times: usize) -> BTreeMap<String, u64> {
+    let client = platform::load::client();
+    let mut versions = BTreeMap::new();
+    for _ in 0..times {
+        let response = client
+            .get(format!("{}/notes/version", front.url()))
+            .send()
+            .await
+            .expect("an answer");
+        assert!(response.status().is_success(), "{}", response.status());
+        let bytes = response.bytes().await.expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        let version = body["version"].as_str().unwrap_or("?").to_string();
+        *versions.entry(version).or_default() += 1;
+    }
+    versions
+}
+
+/// Two instances of `notes` rolled from version 1 to 2 by `shimeji upgrade`
+/// while 16 keep-alive clients send GETs and POSTs through `front` for
+/// 20 s: no failed request, every POST applied exactly once.
+async fn roll_under_load(etcd: Etcd, registry: Registry, front: Front) {
     let posts = instance::temp_dir("posts");
     let logs = instance::temp_dir("upgrade-logs");
     let mut old1 = block_in_place(|| Instance::start(&etcd.url(), "1", Some(&posts)));
@@ -148,7 +213,7 @@ async fn rolls_two_instances_under_load_with_no_failed_request() {
     // 16 keep-alive clients, GETs and POSTs, for 20 s; the roll starts
     // after 2 s.
     let started = Instant::now();
-    let load = Load::start(&haproxy.url(""), 16, true);
+    let load = Load::start(&front.url(), 16, true);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let command = new_command(
         &etcd.url(),
@@ -178,7 +243,7 @@ async fn rolls_two_instances_under_load_with_no_failed_request() {
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(started.elapsed())).await;
     let outcomes = load.stop().await;
     let described = describe(&output);
-    assert!(output.status.success(), "{described}\n{}", sync.log());
+    assert!(output.status.success(), "{described}\n{}", front.log());
 
     // Every step, in order, for each old instance (oldest first).
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -228,22 +293,26 @@ async fn rolls_two_instances_under_load_with_no_failed_request() {
         );
     }
 
-    // Two instances of the new version run and HAProxy routes to them alone.
+    // Two instances of the new version run, and only they answer.
     let new = notes(&registry).await;
     assert_eq!(new.len(), 2, "{new:?}");
     assert!(new.iter().all(|r| r.version == "2"), "{new:?}");
-    let mut names: Vec<String> = new.iter().map(|r| r.instance_id.clone()).collect();
-    names.sort();
-    platform::eventually("HAProxy has the new servers only", WITHIN, || {
-        let mut servers: Vec<String> = haproxy
-            .servers("notes")
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        servers.sort();
-        servers == names
-    })
-    .await;
+    if let Front::Haproxy(haproxy, _) = &front {
+        let mut names: Vec<String> = new.iter().map(|r| r.instance_id.clone()).collect();
+        names.sort();
+        platform::eventually("HAProxy has the new servers only", WITHIN, || {
+            let mut servers: Vec<String> = haproxy
+                .servers("notes")
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            servers.sort();
+            servers == names
+        })
+        .await;
+    }
+    let after = versions_now(&front, 20).await;
+    assert_eq!(after.keys().collect::<Vec<_>>(), ["2"], "{after:?}");
 
     // Nothing failed, both versions answered, every POST applied once.
     assert!(
@@ -282,9 +351,97 @@ async fn rolls_two_instances_under_load_with_no_failed_request() {
     assert!(state.contains("\"status\": \"done\""), "{state}");
 
     stop_all(&new).await;
-    sync.stop();
+    front.stop();
     let _ = std::fs::remove_dir_all(&posts);
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolls_two_instances_under_load_with_no_failed_request() {
+    let etcd = Etcd::start();
+    let registry = Registry::connect(&etcd.url()).await.expect("etcd");
+    let front = Front::haproxy(&etcd, &registry, &sample_config()).await;
+    roll_under_load(etcd, registry, front).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolls_two_instances_under_load_through_the_gateway_with_no_failed_request() {
+    let etcd = Etcd::start();
+    let registry = Registry::connect(&etcd.url()).await.expect("etcd");
+    let front = Front::gateway(&etcd, &registry).await;
+    roll_under_load(etcd, registry, front).await;
+}
+
+/// The negative control: the original MicroFlack's upgrade sequence (start
+/// a new instance, sleep a fixed time, stop the old one at once without
+/// deregistering it: its record stays until its lease expires) with the
+/// same clients. Returns what they saw.
+async fn original_sequence(etcd: &Etcd, registry: &Registry, front: &Front) -> Outcomes {
+    let posts = instance::temp_dir("posts");
+    let old = [
+        block_in_place(|| Instance::start(&etcd.url(), "1", Some(&posts))),
+        block_in_place(|| Instance::start(&etcd.url(), "1", Some(&posts))),
+    ];
+    for instance in &old {
+        let applied = registry
+            .wait_applied(instance.revision, WITHIN)
+            .await
+            .expect("routers");
+        assert!(applied.all_applied, "{applied:?}");
+    }
+    let load = Load::start(&front.url(), 16, true);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut new = Vec::new();
+    for mut instance in old {
+        new.push(block_in_place(|| {
+            Instance::start(&etcd.url(), "2", Some(&posts))
+        }));
+        // The original sleeps 15 s; what matters is that it does not wait
+        // for anything.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // `docker stop` of a process that exits at once on SIGTERM, and no
+        // deregistration.
+        instance.child.kill().expect("kill the old instance");
+        let _ = instance.child.wait();
+    }
+    // Past the old records' lease (3 s) and the time a router needs to see
+    // them expire.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let outcomes = load.stop().await;
+    drop(new);
+    let _ = std::fs::remove_dir_all(&posts);
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_upgrade_sequence_fails_requests_through_the_original_haproxy() {
+    let etcd = Etcd::start();
+    let registry = Registry::connect(&etcd.url()).await.expect("etcd");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/platform/haproxy-original.cfg");
+    let front = Front::haproxy(&etcd, &registry, &config).await;
+    let outcomes = original_sequence(&etcd, &registry, &front).await;
+    let failed = outcomes.errors.len() + outcomes.non_2xx.len();
+    let statuses: BTreeMap<u16, usize> =
+        outcomes
+            .non_2xx
+            .iter()
+            .fold(BTreeMap::new(), |mut counts, (status, _)| {
+                *counts.entry(*status).or_default() += 1;
+                counts
+            });
+    println!(
+        "original sequence through HAProxy as the original configured it: {} ok, {failed} failed: {statuses:?}, {} socket errors",
+        outcomes.ok(),
+        outcomes.errors.len()
+    );
+    assert!(outcomes.ok() > 0, "the load ran");
+    assert!(
+        statuses.keys().any(|s| *s == 502 || *s == 503),
+        "refused connections and broken ones reach the clients as 503 and 502: \
+         statuses {statuses:?}, errors {:?}",
+        outcomes.errors
+    );
+    front.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,6 +147,9 @@ async fn registers_once_ready_with_the_routes_it_serves() {
     assert_eq!(catalog.pid, std::process::id());
     assert!(!catalog.host.is_empty());
     assert!(!catalog.websocket && !catalog.sticky);
+    // Its operations server, where `upgrade` reads readiness and metrics.
+    let ops = running.metrics_address().expect("ops server").to_string();
+    assert!(records.iter().all(|r| r.ops.as_deref() == Some(ops.as_str())));
     // An RPC-only service: registered, with nothing for a router.
     let ledger = &records[1];
     assert_eq!(
@@ -188,6 +191,12 @@ async fn the_configuration_names_id_version_address_and_stickiness() {
     assert_eq!(record.instance_id, "catalog-blue-1");
     assert_eq!(record.version, "2.0.0-rc.1");
     assert_eq!(record.http.as_deref(), Some("catalog.internal:8080"));
+    // The operations server on the advertised host, at its own port.
+    let ops_port = running.metrics_address().expect("ops server").port();
+    assert_eq!(
+        record.ops.as_deref(),
+        Some(format!("catalog.internal:{ops_port}").as_str())
+    );
     assert!(record.sticky);
     assert_eq!(registration.ttl(), Duration::from_secs(3));
     // The runner's own in-process registry when none is named.

@@ -37,6 +37,7 @@ pub struct Haproxy {
     child: Option<Child>,
     dir: PathBuf,
     port: u16,
+    config: PathBuf,
 }
 
 /// A free loopback port.
@@ -56,6 +57,13 @@ impl Haproxy {
     /// Starts HAProxy on the sample configuration and waits until its
     /// runtime API answers.
     pub fn start() -> Haproxy {
+        Haproxy::start_with(&sample_config())
+    }
+
+    /// Starts HAProxy on `config` (which binds `SHIMEJI_HAPROXY_BIND` and
+    /// serves its runtime API on `SHIMEJI_HAPROXY_SOCKET`, as the sample
+    /// does) and waits until its runtime API answers.
+    pub fn start_with(config: &Path) -> Haproxy {
         let dir = std::env::temp_dir().join(format!(
             "shimeji-haproxy-{}-{}",
             std::process::id(),
@@ -66,6 +74,7 @@ impl Haproxy {
             child: None,
             dir,
             port: free_port(),
+            config: config.to_path_buf(),
         };
         haproxy.launch();
         haproxy
@@ -81,7 +90,7 @@ impl Haproxy {
         let child = Command::new(haproxy_program())
             .arg("-db")
             .arg("-f")
-            .arg(sample_config())
+            .arg(&self.config)
             .env("SHIMEJI_HAPROXY_SOCKET", self.socket())
             .env("SHIMEJI_HAPROXY_BIND", format!("127.0.0.1:{}", self.port))
             .stdin(Stdio::null())

@@ -5,6 +5,7 @@
 
 #[path = "../../../shimeji/tests/support/etcd.rs"]
 pub mod etcd;
+pub mod gateway;
 pub mod haproxy;
 pub mod instance;
 pub mod load;

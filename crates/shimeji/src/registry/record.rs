@@ -62,6 +62,11 @@ pub struct InstanceRecord {
     /// The routes its `#[http]` entrypoints declare.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// The `host:port` of its operations server (`METRICS_ADDRESS`:
+    /// `/health/ready`, `/metrics`), when it runs one. `shimeji upgrade`
+    /// probes readiness and error rates there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<String>,
     /// Whether it serves the WebSocket hub on `/ws`.
     #[serde(default)]
     pub websocket: bool,
@@ -86,6 +91,7 @@ impl InstanceRecord {
             pid: std::process::id(),
             http: None,
             routes: Vec::new(),
+            ops: None,
             websocket: false,
             sticky: false,
             started_at_ms: now_ms(),

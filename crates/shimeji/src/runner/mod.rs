@@ -263,6 +263,10 @@ impl RunningServices {
             web.routes = server.served().routes.clone();
             web.websocket = server.served().websocket.clone();
         }
+        #[cfg(feature = "http")]
+        if let Some(ops) = self.extension::<crate::http::ops::OpsServer>() {
+            web.ops = ops.address();
+        }
         let config = self.shared.config.clone();
         self.registrar.register(&config, &web).await
     }

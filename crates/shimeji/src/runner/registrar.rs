@@ -18,6 +18,8 @@ pub(super) struct WebServed {
     pub(super) routes: Vec<(&'static str, &'static str, &'static str)>,
     /// The services whose RPC answers on `/ws`.
     pub(super) websocket: Vec<&'static str>,
+    /// The address the operations server is bound to.
+    pub(super) ops: Option<SocketAddr>,
 }
 
 /// The registry a runner uses and its registrations there.
@@ -26,6 +28,18 @@ pub(super) struct Registrar {
     /// The runner's services and their versions, in the order added.
     services: Vec<(&'static str, &'static str)>,
     registrations: Vec<Registration>,
+}
+
+/// The address routers are told: the one configured, else the bound one
+/// (with the host name for an unspecified IP).
+fn advertise(configured: Option<&str>, bound: Option<SocketAddr>, host: &str) -> Option<String> {
+    match (configured, bound) {
+        (Some(address), _) => Some(address.to_string()),
+        (None, Some(bound)) if bound.ip().is_unspecified() => {
+            Some(format!("{host}:{}", bound.port()))
+        }
+        (None, bound) => bound.map(|b| b.to_string()),
+    }
 }
 
 impl Registrar {
@@ -62,16 +76,16 @@ impl Registrar {
         };
         let version = config.get::<String>("SERVICE_VERSION")?;
         let sticky = config.get::<bool>("sticky_sessions")?.unwrap_or(false);
-        let advertised = match (
-            config.get::<String>("registry_advertise_address")?,
-            web.bound,
-        ) {
-            (Some(address), _) => Some(address),
-            (None, Some(bound)) if bound.ip().is_unspecified() => {
-                Some(format!("{host}:{}", bound.port()))
-            }
-            (None, bound) => bound.map(|b| b.to_string()),
-        };
+        let advertise_host = config.get::<String>("registry_advertise_address")?;
+        let advertised = advertise(advertise_host.as_deref(), web.bound, &host);
+        // The operations server is reached on the advertised host too.
+        let ops_host = advertise_host
+            .as_deref()
+            .map(|a| a.rsplit_once(':').map_or(a, |(h, _)| h));
+        let ops = web.ops.map(|bound| match ops_host {
+            Some(h) => format!("{h}:{}", bound.port()),
+            None => advertise(None, Some(bound), &host).unwrap_or_default(),
+        });
         Ok(self
             .services
             .iter()
@@ -92,6 +106,7 @@ impl Registrar {
                     .map(|(_, method, path)| Route::new(*method, *path))
                     .collect();
                 record.websocket = web.websocket.contains(&service);
+                record.ops = ops.clone();
                 if !record.routes.is_empty() || record.websocket {
                     record.http = advertised.clone();
                     record.sticky = sticky;

@@ -276,8 +276,8 @@ async fn replace(
             record.pid,
             record.http.as_deref().unwrap_or("none")
         );
-        if let Some(http) = record.http.as_deref() {
-            wait_ready(client, http, process, deadline, step).await?;
+        if let Some(probed) = probed_address(&record) {
+            wait_ready(client, probed, process, deadline, step).await?;
         }
         let applied = registry
             .wait_applied(revision, options.applied_timeout)
@@ -418,6 +418,12 @@ async fn registration_revision(
     }
 }
 
+/// Where an instance answers `/health/ready` and `/metrics`: its operations
+/// server (`METRICS_ADDRESS`) when it runs one, else its HTTP address.
+fn probed_address(record: &InstanceRecord) -> Option<&str> {
+    record.ops.as_deref().or(record.http.as_deref())
+}
+
 /// Waits until `http://<http>/health/ready` answers 200 (or 404: no such
 /// endpoint there).
 async fn wait_ready(
@@ -465,10 +471,10 @@ async fn soak(
 ) -> Result<(), String> {
     let service = options.service.as_str();
     let metrics = |when: &'static str| async move {
-        let Some(http) = record.http.as_deref() else {
+        let Some(probed) = probed_address(record) else {
             return Ok(None);
         };
-        probe::calls(client, http, service)
+        probe::calls(client, probed, service)
             .await
             .map_err(|e| format!("cannot read its metrics {when} the soak: {e}"))
     };
@@ -479,10 +485,7 @@ async fn soak(
             Ok(None) => {
                 return Err(format!(
                     "--max-error-rate asks for its error rate, but {} serves no /metrics",
-                    record
-                        .http
-                        .as_deref()
-                        .unwrap_or("an instance with no HTTP address")
+                    probed_address(record).unwrap_or("an instance with no HTTP address")
                 ))
             }
             Err(e) => return Err(e.clone()),
