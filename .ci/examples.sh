@@ -179,8 +179,15 @@ web() {
   stop
 }
 
+# Two instances of `web` behind the gateway, upgraded under traffic; the
+# script checks that no request failed.
+platform() {
+  SHIMEJI_BIN="$shimeji" WEB_BIN="$examples/web" bash examples/platform/run.sh >"$out" 2>&1 &&
+    expect 'upgrade of notes done: 2 instance(s) replaced' 'upgrade done with no failed request'
+}
+
 failed=()
-for example in greeter greeter_amqp shop kv_store observability web; do
+for example in greeter greeter_amqp shop kv_store observability web platform; do
   out="$work/$example.out"
   : >"$out"
   started=$SECONDS

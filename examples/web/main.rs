@@ -11,7 +11,10 @@
 //! A browser (or `websocat ws://localhost:8000/ws`) can send
 //! `{"method": "notes.watch", "data": {}, "correlation_id": 1}` and then
 //! receives a `note_added` event for every new note, and a `tick` every 10 s.
-//! Set `WEB_SERVER_ADDRESS` to listen elsewhere.
+//! Set `WEB_SERVER_ADDRESS` to listen elsewhere. With `REGISTRY` set (and
+//! shimeji's feature `etcd`), it registers in the service registry once
+//! ready: `examples/platform` runs two of it behind `shimeji gateway` and
+//! upgrades them.
 
 use serde::{Deserialize, Serialize};
 use shimeji::http::{Json, Path, Status, WebSocketHub};
@@ -48,6 +51,9 @@ enum NoteError {
 struct Notes {
     hub: WebSocketHub,
     notes: Mutex<Vec<Note>>,
+    /// What `GET /about` says: `SERVICE_VERSION`, the version the registry
+    /// lists this instance under.
+    version: String,
 }
 
 #[service(name = "notes", websocket)]
@@ -82,6 +88,17 @@ impl Notes {
         Ok((Status::CREATED, Json(note)))
     }
 
+    /// `GET /about`: which version and process answered — behind a gateway,
+    /// watch it change during a rolling upgrade (`examples/platform`).
+    #[http(GET, "/about")]
+    async fn about(&self) -> Json<serde_json::Value> {
+        Json(serde_json::json!({
+            "service": "notes",
+            "version": self.version,
+            "pid": std::process::id(),
+        }))
+    }
+
     /// Over the WebSocket: subscribes the calling socket to new notes.
     #[rpc]
     async fn watch(&self) -> bool {
@@ -111,7 +128,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let notes = Notes::default();
+    let notes = Notes {
+        version: std::env::var("SERVICE_VERSION").unwrap_or_else(|_| "0.1.0".into()),
+        ..Notes::default()
+    };
     notes
         .notes
         .lock()

@@ -108,6 +108,30 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// Keys whose value is text whatever it looks like: `SERVICE_VERSION=1`
+/// or `instance_id=42` from the environment are the strings `"1"` and
+/// `"42"`, and `SERVICE_VERSION=1.10` is not the number 1.1.
+const TEXT_KEYS: [&str; 8] = [
+    "AMQP_URI",
+    "rpc_exchange",
+    "WEB_SERVER_ADDRESS",
+    "METRICS_ADDRESS",
+    "REGISTRY",
+    "instance_id",
+    "SERVICE_VERSION",
+    "registry_advertise_address",
+];
+
+/// The value of environment variable `key` holding `raw`: text for the
+/// keys that are text, else JSON when it parses (`max_workers=10`,
+/// `websocket_allowed_origins=["https://a"]`), else text.
+fn env_value(key: &str, raw: String) -> Value {
+    if TEXT_KEYS.contains(&key) {
+        return Value::String(raw);
+    }
+    serde_json::from_str(&raw).unwrap_or(Value::String(raw))
+}
+
 impl Config {
     /// An empty configuration: every key at its default.
     pub fn new() -> Self {
@@ -146,8 +170,7 @@ impl Config {
             "deregister_delay",
         ] {
             if let Ok(raw) = std::env::var(key) {
-                let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
-                config.values.insert(key.to_string(), value);
+                config.values.insert(key.to_string(), env_value(key, raw));
             }
         }
         config
@@ -455,6 +478,32 @@ fn seconds(value: Option<f64>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_keys_from_the_environment_stay_text() {
+        assert_eq!(
+            env_value("SERVICE_VERSION", "1.10".into()),
+            Value::String("1.10".into())
+        );
+        assert_eq!(
+            env_value("instance_id", "42".into()),
+            Value::String("42".into())
+        );
+        assert_eq!(env_value("max_workers", "10".into()), serde_json::json!(10));
+        assert_eq!(
+            env_value("rpc_timeout", "soon".into()),
+            Value::String("soon".into())
+        );
+        let mut config = Config::new();
+        config.values.insert(
+            "SERVICE_VERSION".into(),
+            env_value("SERVICE_VERSION", "2".into()),
+        );
+        assert_eq!(
+            config.get::<String>("SERVICE_VERSION").unwrap().as_deref(),
+            Some("2")
+        );
+    }
 
     #[test]
     fn substitution_types_and_nesting() {

@@ -368,6 +368,22 @@ async fn bad_names_are_refused(f: Fixture) {
 
 // What only etcd can do.
 
+/// etcd drops a connection whose keep-alive pings come more often than its
+/// `--grpc-keepalive-min-time` (5 s by default), and every watch with it;
+/// an idle watcher must keep its first list.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn an_idle_watch_is_not_dropped_by_etcd() {
+    let f = etcd().await;
+    let r = f.registry.clone();
+    let mut watcher = r.watcher();
+    within("the first list", watcher.wait_until(|t| t.lists == 1)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let table = watcher.table();
+    assert!(table.connected);
+    assert_eq!(table.lists, 1, "the watch was lost and listed again");
+}
+
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn watcher_keeps_its_table_while_etcd_is_down_and_catches_up_after() {

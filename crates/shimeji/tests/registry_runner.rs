@@ -149,7 +149,9 @@ async fn registers_once_ready_with_the_routes_it_serves() {
     assert!(!catalog.websocket && !catalog.sticky);
     // Its operations server, where `upgrade` reads readiness and metrics.
     let ops = running.metrics_address().expect("ops server").to_string();
-    assert!(records.iter().all(|r| r.ops.as_deref() == Some(ops.as_str())));
+    assert!(records
+        .iter()
+        .all(|r| r.ops.as_deref() == Some(ops.as_str())));
     // An RPC-only service: registered, with nothing for a router.
     let ledger = &records[1];
     assert_eq!(

@@ -44,7 +44,7 @@ Runs until SIGTERM or Ctrl-C.";
 #[derive(clap::Args)]
 pub struct HaproxySyncArgs {
     /// The service registry the instances register in: etcd://host:2379[,host:2379…].
-    #[arg(long, value_name = "URL", env = "REGISTRY")]
+    #[arg(long, value_name = "URL", env = "REGISTRY", hide_env_values = true)]
     registry: String,
     /// HAProxy's stats socket (`stats socket PATH level admin`).
     #[arg(long, value_name = "PATH")]
@@ -77,7 +77,7 @@ time, never running fewer than before.
 
 For each old instance (found in the registry by host and pid, oldest first):
 start NEW_COMMAND detached (its own process group, stdin closed, stdout and
-stderr appended to a log file in --log-dir); wait until a new instance of
+stderr appended to a log file in --log-dir, REGISTRY set to --registry); wait until a new instance of
 SERVICE registers (a new instance id whose pid is the started process or runs
 under it; else, after 2 s, any new instance id), until GET /health/ready at its
 HTTP address answers 200 (a 404 there means it serves no such endpoint, and
@@ -104,7 +104,7 @@ pub struct UpgradeArgs {
     /// The service to upgrade.
     service: String,
     /// The service registry the instances register in: etcd://host:2379[,host:2379…].
-    #[arg(long, value_name = "URL", env = "REGISTRY")]
+    #[arg(long, value_name = "URL", env = "REGISTRY", hide_env_values = true)]
     registry: String,
     /// Seconds to watch each new instance before an old one stops.
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
@@ -280,6 +280,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<(), (u8, String)> {
         let options = UpgradeOptions {
             service: args.service,
             command: args.command,
+            environment: vec![("REGISTRY".to_string(), args.registry.clone())],
             soak: seconds(args.soak, "soak")?,
             max_error_rate: args.max_error_rate,
             grace,

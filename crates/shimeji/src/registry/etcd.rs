@@ -19,8 +19,14 @@ use super::{Change, ChangeStream, KeyValue, LeaseId, RegistryBackend, RegistryEr
 
 /// How long one unary request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-/// HTTP/2 keep-alive ping interval and timeout on the connection.
-const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// HTTP/2 keep-alive ping interval on the connection. etcd refuses pings
+/// more often than every 5 s (`--grpc-keepalive-min-time`): it answers a
+/// few with GOAWAY `too_many_pings` and drops the connection, every watch
+/// with it.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// How long a keep-alive ping may go unanswered before the connection is
+/// taken for dead.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A registry on an etcd cluster. Cheap to clone; clones share the
 /// connection.
@@ -72,7 +78,7 @@ impl EtcdRegistry {
         let options = ConnectOptions::new()
             .with_require_leader(true)
             .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE)
+            .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true);
         let client = Client::connect(&endpoints, Some(options))
             .await

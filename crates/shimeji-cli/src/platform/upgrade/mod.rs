@@ -47,6 +47,9 @@ pub struct UpgradeOptions {
     pub service: String,
     /// The command that starts one new instance.
     pub command: Vec<String>,
+    /// Set in its environment: `REGISTRY`, so that it registers where the
+    /// upgrade looks for it (the command may still set its own).
+    pub environment: Vec<(String, String)>,
     /// How long a new instance is watched before an old one stops.
     pub soak: Duration,
     /// Highest error rate (0 to 1) allowed over the soak.
@@ -248,7 +251,7 @@ async fn replace(
     let log = options
         .log_dir
         .join(format!("{service}-{stamp}-{}.log", state.started.len() + 1));
-    let mut child = process::spawn_detached(&options.command, &log)
+    let mut child = process::spawn_detached(&options.command, &options.environment, &log)
         .map_err(|e| format!("cannot start `{}`: {e}", options.command.join(" ")))?;
     let pid = child.id().ok_or("the new process exited at once")?;
     let started = ProcessId::of(pid).ok_or("the new process exited at once")?;

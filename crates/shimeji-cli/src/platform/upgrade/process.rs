@@ -114,8 +114,13 @@ pub fn is_same_or_descendant(pid: u32, ancestor: u32) -> bool {
 
 /// Starts `command` detached: in a process group of its own (a Ctrl-C
 /// meant for `upgrade` does not reach it), stdin closed, stdout and stderr
-/// appended to `log`. It outlives `upgrade`.
-pub fn spawn_detached(command: &[String], log: &Path) -> std::io::Result<tokio::process::Child> {
+/// appended to `log`, `environment` added to its environment. It outlives
+/// `upgrade`.
+pub fn spawn_detached(
+    command: &[String],
+    environment: &[(String, String)],
+    log: &Path,
+) -> std::io::Result<tokio::process::Child> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| std::io::Error::other("no command to run"))?;
@@ -126,6 +131,7 @@ pub fn spawn_detached(command: &[String], log: &Path) -> std::io::Result<tokio::
     let err = out.try_clone()?;
     tokio::process::Command::new(program)
         .args(args)
+        .envs(environment.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
