@@ -90,6 +90,7 @@ mod eject;
 mod follow;
 mod headers;
 mod metrics;
+mod pool;
 mod proxy;
 mod respond;
 mod retry;

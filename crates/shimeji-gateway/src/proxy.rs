@@ -11,24 +11,22 @@
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::Instant;
 use tower::retry::budget::Budget;
 
 use crate::balance;
-use crate::body::{OutBody, Replay, ResponseBody};
+use crate::body::{Replay, ResponseBody};
 use crate::eject::now_ms;
 use crate::headers;
 use crate::metrics::{Metrics, ServiceMetrics, UpstreamError};
+use crate::pool::ConnectionPool;
 use crate::respond;
 use crate::retry::{self, Failure};
 use crate::routes::{Lookup, Pool, RouteTable};
@@ -36,9 +34,6 @@ use crate::settings::Settings;
 use crate::sticky::{self, Sticky, Wish, HANDSHAKE_MAX};
 use crate::upstream::{InFlight, Upstream};
 use crate::websocket::Tunnels;
-
-/// The pooled HTTP/1.1 client to the instances.
-type HttpClient = Client<HttpConnector, OutBody<Incoming>>;
 
 /// What every request of every worker shares: the routing table, the
 /// counters, the tunnels, the sticky sessions.
@@ -72,24 +67,19 @@ impl Shared {
 /// pool's connections are driven by the runtime that opened them).
 pub(crate) struct Proxy {
     shared: Arc<Shared>,
-    client: HttpClient,
+    pool: Arc<ConnectionPool>,
 }
 
 impl Proxy {
     /// A proxy on `shared`, with a new connection pool.
     pub(crate) fn new(shared: Arc<Shared>) -> Proxy {
         let settings = &shared.settings;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .retry_canceled_requests(true)
-            .build(connector);
-        Proxy { shared, client }
+        let pool = Arc::new(ConnectionPool::new(
+            settings.connect_timeout,
+            settings.pool_idle_timeout,
+            settings.pool_max_idle_per_host,
+        ));
+        Proxy { shared, pool }
     }
 
     /// Answers one client request that came from `peer` (its address as
@@ -189,17 +179,16 @@ impl Proxy {
         let mut failed: Option<Failure> = None;
         while let Some(upstream) = next.take() {
             let Some(out) = replay.for_try() else { break };
-            let uri = upstream_uri(&upstream, &path_and_query);
             let mut request = Request::new(out);
             *request.method_mut() = method.clone();
-            *request.uri_mut() = uri;
+            *request.uri_mut() = Uri::from(path_and_query.clone());
             *request.version_mut() = Version::HTTP_11;
             *request.headers_mut() = req.parts.headers.clone();
             let in_flight = upstream.start();
             let left = deadline.saturating_duration_since(Instant::now());
             let sent = tokio::time::timeout(
                 self.shared.settings.try_timeout.min(left),
-                self.client.request(request),
+                self.pool.send(&upstream, request),
             )
             .await;
             let failure = match sent {
@@ -371,13 +360,4 @@ struct Tried {
     start: Instant,
     /// The registry revision of the table it was routed with.
     revision: shimeji::registry::Revision,
-}
-
-/// `http://<instance>/<path and query>`.
-fn upstream_uri(upstream: &Upstream, path_and_query: &PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(upstream.authority.clone());
-    parts.path_and_query = Some(path_and_query.clone());
-    Uri::from_parts(parts).unwrap_or_default()
 }

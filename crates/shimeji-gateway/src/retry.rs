@@ -23,31 +23,20 @@ impl Failure {
         sent: true,
     };
 
-    /// What a client error says about the try.
-    pub(crate) fn of(error: &hyper_util::client::legacy::Error) -> Failure {
-        if error.is_connect() {
-            return Failure {
+    /// What a failed send says about the try.
+    pub(crate) fn of(error: &crate::pool::SendError) -> Failure {
+        use crate::pool::SendError;
+        match error {
+            SendError::Connect(_) | SendError::ConnectTimeout => Failure {
                 error: UpstreamError::Connect,
                 sent: false,
-            };
-        }
-        // hyper hands a request back "canceled" only when it never started
-        // writing it (the connection closed first).
-        let mut source = std::error::Error::source(error);
-        while let Some(e) = source {
-            if let Some(hyper_error) = e.downcast_ref::<hyper::Error>() {
-                if hyper_error.is_canceled() {
-                    return Failure {
-                        error: UpstreamError::Broken,
-                        sent: false,
-                    };
-                }
-            }
-            source = e.source();
-        }
-        Failure {
-            error: UpstreamError::Broken,
-            sent: true,
+            },
+            // hyper hands a request back "canceled" only when it never
+            // started writing it (the connection closed first).
+            SendError::Http(e) => Failure {
+                error: UpstreamError::Broken,
+                sent: !e.is_canceled(),
+            },
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use http::uri::Authority;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::eject::Ejection;
@@ -14,6 +14,9 @@ use crate::eject::Ejection;
 pub(crate) struct Upstream {
     /// The instance id the registry knows it by.
     pub(crate) instance_id: String,
+    /// A number no other upstream of this process has: what connection
+    /// pools key it by.
+    pub(crate) number: u64,
     /// Where it serves HTTP: `host:port`.
     pub(crate) authority: Authority,
     /// What a sticky cookie holds to name it (a hash of its instance id,
@@ -30,8 +33,10 @@ impl Upstream {
     pub(crate) fn new(instance_id: &str, address: &str) -> Option<Upstream> {
         let authority: Authority = address.parse().ok()?;
         authority.port_u16()?;
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         Some(Upstream {
             instance_id: instance_id.to_string(),
+            number: NEXT.fetch_add(1, Ordering::Relaxed),
             authority,
             token: token(instance_id),
             in_flight: AtomicUsize::new(0),
