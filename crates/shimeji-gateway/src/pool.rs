@@ -114,6 +114,16 @@ impl ConnectionPool {
                 },
             }
         }
+        // Boxed: the rare path keeps the common one's future small.
+        Box::pin(self.send_on_new(upstream, request)).await
+    }
+
+    /// Sends `request` on a new connection to `upstream`.
+    async fn send_on_new(
+        &self,
+        upstream: &Upstream,
+        request: http::Request<Sent>,
+    ) -> Result<http::Response<Incoming>, SendError> {
         let mut sender = self.connect(upstream).await?;
         let response = sender.send_request(request).await?;
         self.keep(upstream.number, sender, &response);
