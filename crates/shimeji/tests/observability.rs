@@ -562,3 +562,89 @@ async fn ready_while_serving_not_while_draining() {
         "the operations server stops with the services"
     );
 }
+
+/// What the pages service fails with.
+#[derive(Debug, thiserror::Error, Exception)]
+enum PageError {
+    /// The caller asked for a page that is not there: its fault.
+    #[error("no such page")]
+    #[exception(status = 404)]
+    Missing,
+    /// The store behind is down: ours.
+    #[error("the store is down")]
+    #[exception(status = 503)]
+    StoreDown,
+}
+
+#[derive(Default, Dependencies)]
+struct Pages;
+
+#[service(name = "obs_pages")]
+impl Pages {
+    #[http(GET, "/pages/{name}")]
+    async fn page(
+        &self,
+        shimeji::http::Path(name): shimeji::http::Path<String>,
+    ) -> Result<Json<Value>, PageError> {
+        match name.as_str() {
+            "missing" => Err(PageError::Missing),
+            "down" => Err(PageError::StoreDown),
+            _ => Ok(Json(json!({ "name": name }))),
+        }
+    }
+
+    /// A 5xx the entrypoint makes itself, with no error type.
+    #[http(GET, "/overloaded")]
+    async fn overloaded(&self) -> (shimeji::http::Status, Json<Value>) {
+        (
+            shimeji::http::Status::BAD_GATEWAY,
+            Json(json!({ "busy": true })),
+        )
+    }
+}
+
+#[tokio::test]
+async fn an_http_entrypoint_that_answers_a_5xx_counts_as_failed() {
+    let config = Config::new()
+        .set("WEB_SERVER_ADDRESS", "127.0.0.1:0")
+        .set("METRICS_ADDRESS", "127.0.0.1:0");
+    let running = ServiceRunner::with_config(config)
+        .service(Pages)
+        .start()
+        .await
+        .unwrap();
+    let web = format!("http://{}", running.web_address().unwrap());
+    for (path, status) in [
+        ("/pages/home", 200),
+        ("/pages/about", 200),
+        ("/pages/missing", 404),
+        ("/pages/down", 503),
+        ("/overloaded", 502),
+    ] {
+        assert_eq!(get(&format!("{web}{path}")).await.0, status, "{path}");
+    }
+    let (_, body) = get(&format!("{web}/pages/down")).await;
+    assert!(
+        !body.contains("store is down"),
+        "no details of a 5xx: {body}"
+    );
+
+    let (_, text) = get(&format!(
+        "http://{}/metrics",
+        running.metrics_address().unwrap()
+    ))
+    .await;
+    let series = |entrypoint: &str, outcome: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"shimeji_entrypoint_calls_total{{service="obs_pages",entrypoint="{entrypoint}",outcome="{outcome}"}}"#
+            ),
+        )
+    };
+    // A 4xx is the caller's error: the run did its job.
+    assert_eq!(series("page", "ok"), 3.0);
+    assert_eq!(series("page", "StoreDown"), 2.0);
+    assert_eq!(series("overloaded", "HttpServerError"), 1.0);
+    running.stop().await;
+}

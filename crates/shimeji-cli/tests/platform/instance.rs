@@ -45,8 +45,7 @@ struct Notes {
 #[shimeji::service(name = "notes")]
 impl Notes {
     /// The version that answers. A broken one fails with a 500 that its
-    /// metrics count as an error: a panic. (An error a `Result` returns
-    /// becomes a response, counted `ok`.)
+    /// metrics count as an error (a panic here).
     #[http(GET, "/notes/version")]
     async fn version(&self) -> Json<Value> {
         assert!(!self.broken, "this version is broken");

@@ -7,7 +7,6 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::Type;
 
-use super::parse::Kind;
 use super::{Entrypoint, Service};
 
 /// Converts `__error` to a remote error; a type that is not an `Exception`
@@ -36,19 +35,15 @@ pub(super) fn not_found() -> TokenStream {
 }
 
 /// `Service::declared_errors`: the error types of every entrypoint whose
-/// result is a `Result` (HTTP entrypoints answer their errors themselves:
-/// not counted).
+/// result is a `Result` (an HTTP entrypoint's count as failures when they
+/// make a 5xx).
 pub(super) fn declared_errors(service: &Service) -> TokenStream {
-    let arms = service
-        .entrypoints
-        .iter()
-        .filter(|ep| !matches!(ep.kind, Kind::Http(_)))
-        .filter_map(|ep| {
-            let (_, err) = ep.result.as_ref()?;
-            let name = ep.name();
-            Some(quote_spanned!(err.span()=>
+    let arms = service.entrypoints.iter().filter_map(|ep| {
+        let (_, err) = ep.result.as_ref()?;
+        let name = ep.name();
+        Some(quote_spanned!(err.span()=>
                 #name => <#err as ::shimeji::Exception>::declared_types(),))
-        });
+    });
     quote! {
         fn declared_errors(__entrypoint: &str) -> &'static [&'static str] {
             match __entrypoint {

@@ -134,6 +134,13 @@ impl<S: Service> Container<S> {
         container
     }
 
+    /// Counts a run of entrypoint `id` that ended ok as failed with
+    /// `exc_type` (an HTTP entrypoint that answered a 5xx).
+    #[cfg(feature = "http")]
+    pub(crate) fn count_failure(&self, id: crate::entrypoint::EntrypointId, exc_type: &str) {
+        self.observer.count_failure(id.index(), exc_type);
+    }
+
     /// The metric handles of every entrypoint, resolved once.
     fn entrypoint_metrics() -> Vec<Arc<crate::metrics::EntrypointMetrics>> {
         use crate::metrics::entrypoint;

@@ -79,6 +79,13 @@ impl RunObserver {
         }
     }
 
+    /// Counts run `index`, recorded as ok, as failed with `exc_type`.
+    pub(crate) fn count_failure(&self, index: usize, exc_type: &str) {
+        if let Some(metrics) = self.metrics.get(index) {
+            metrics.failed(exc_type);
+        }
+    }
+
     /// Whether metrics are recorded for this instance.
     #[inline]
     pub(crate) fn is_measured(&self) -> bool {

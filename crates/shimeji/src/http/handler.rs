@@ -45,7 +45,17 @@ impl<S: HttpService> HttpHandler for Container<S> {
                 })
                 .await;
             let mut response = match ran {
-                Ok(response) => response,
+                Ok(response) => {
+                    // A 5xx is a failed run, whatever made it.
+                    if response.status().is_server_error() {
+                        let exc_type = response
+                            .extensions()
+                            .get::<super::FailedWith>()
+                            .map_or(crate::metrics::HTTP_SERVER_ERROR, |f| f.0.as_str());
+                        self.count_failure(id, exc_type);
+                    }
+                    response
+                }
                 Err(HandlerError::Stopping) => error_body(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",

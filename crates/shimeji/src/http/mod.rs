@@ -143,10 +143,20 @@ pub fn error_response<E: Exception + ?Sized>(error: &E) -> Response {
     let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     if status.is_server_error() {
         tracing::error!(exc_type = %error.exc_type(), error = %error.message(), "HTTP entrypoint failed");
-        return error_body(status, "InternalServerError", "internal server error");
+        let mut response = error_body(status, "InternalServerError", "internal server error");
+        // For the entrypoint's metrics: the run failed with this type.
+        response
+            .extensions_mut()
+            .insert(FailedWith(error.exc_type().to_string()));
+        return response;
     }
     error_body(status, &error.exc_type(), &error.message())
 }
+
+/// The error type a 5xx response of [`error_response`] stands for; read by
+/// the entrypoint's metrics, never sent.
+#[derive(Debug, Clone)]
+pub(crate) struct FailedWith(pub(crate) String);
 
 /// 404 for a route the service does not have.
 pub fn not_found(name: &str) -> Response {

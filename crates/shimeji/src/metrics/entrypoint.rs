@@ -50,6 +50,12 @@ impl EntrypointMetrics {
         }
     }
 
+    /// Counts a run already recorded as ok as failed with `exc_type`
+    /// instead: an HTTP entrypoint whose response is a 5xx.
+    pub(crate) fn failed(&self, exc_type: &str) {
+        self.errors.add(exc_type);
+    }
+
     /// Both histograms summed: every run of this entrypoint.
     pub(super) fn snapshot(&self) -> Snapshot {
         Snapshot::of(&[&self.duration, &self.inline])

@@ -24,8 +24,13 @@ const BUILT_IN_ERRORS: &[&str] = &[
     "Transport",
     "DispatchError",
     "ConfigError",
+    HTTP_SERVER_ERROR,
     CANCELLED,
 ];
+
+/// The outcome of an HTTP entrypoint that answered a 5xx of its own
+/// making (not an error type it returned).
+pub(crate) const HTTP_SERVER_ERROR: &str = "HttpServerError";
 
 /// The outcome of a run dropped before it finished (its caller went away:
 /// an in-process call that timed out, say).
