@@ -192,7 +192,7 @@ def report(work, window):
     print("ms                         p50      p99      max  rounds")
     for front in FRONTS:
         path = f"/notes/{front}"
-        dereg, reg, late, unmeasured = [], [], 0, []
+        dereg, reg, gaps, late, unmeasured = [], [], [], 0, []
         for r, u, t0, t1, t2, t3 in events:
             t0, t1, t2, t3 = map(float, (t0, t1, t2, t3))
             times = arrivals.get((u, path), [])
@@ -203,6 +203,10 @@ def report(work, window):
                 continue
             last = times[i - 1]
             dereg.append((last - t1) * 1000)
+            # The sampling: gaps between its requests in the 200 ms before t0.
+            k = bisect.bisect_left(times, t0 - 0.2)
+            before = times[k:bisect.bisect_left(times, t0)]
+            gaps += [(b - a) * 1000 for a, b in zip(before, before[1:])]
             if last > t2 - 0.05:
                 late += 1
             # The first arrival after it was registered again.
@@ -217,6 +221,9 @@ def report(work, window):
             verdict = "meets" if pct(dereg, 99) <= 50 else "MISSES"
             print(f"{front:8} deregistration → last request routed: p99 {verdict} the target (≤ 50 ms)")
             print(f"{front:8} per round: {' '.join(f'{v:.1f}' for v in dereg)}")
+        if gaps:
+            print(f"{front:8} sampling: between two of its requests at one instance before a deregistration, "
+                  f"p50 {pct(gaps, 50):.2f} ms, p99 {pct(gaps, 99):.2f} ms")
         if late:
             print(f"{front:8} still routing to a deregistered instance at the end of the "
                   f"{window} s window in {late} round(s)")

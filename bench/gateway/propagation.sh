@@ -85,6 +85,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { # url
@@ -108,7 +109,8 @@ wait_http "http://127.0.0.1:$cp/health"
 export ETCDCTL_API=3
 ctl() { etcdctl --endpoints "127.0.0.1:$cp" "$@"; }
 lease=$(ctl lease grant 60 | awk '{print $2}')
-ctl lease keep-alive "$lease" >/dev/null 2>&1 &
+# etcdctl itself, not through ctl: $! must be its pid, not a subshell's.
+etcdctl --endpoints "127.0.0.1:$cp" lease keep-alive "$lease" >/dev/null 2>&1 &
 pids+=($!)
 
 # The two upstreams, a and b.
@@ -152,9 +154,11 @@ for front in gateway haproxy; do
   wrk_pids+=($!)
 done
 
+# In the background, so that a signal to this script is handled at once.
 status=0
-python3 bench/gateway/propagation.py rounds "$work" "127.0.0.1:$cp" "$lease" "$rounds" "$window" "$settle" ||
-  status=$?
+python3 bench/gateway/propagation.py rounds "$work" "127.0.0.1:$cp" "$lease" "$rounds" "$window" "$settle" &
+pids+=($!)
+wait $! || status=$?
 for p in "${wrk_pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
 for p in "${wrk_pids[@]}"; do wait "$p" || true; done
 wrk_pids=()
