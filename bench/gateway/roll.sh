@@ -21,13 +21,16 @@
 # rolls both instances, one at a time; wrk runs TAIL seconds more and is
 # stopped (SIGINT: it prints its summary), so the load covers the whole
 # roll. With ROLLS > 1 the roll is repeated on the same front (version 2 →
-# 3 → …). Prints per roll: requests, non-2xx, socket errors, answers by
-# status, how long the roll took; then the totals per front. Target: 0
-# failed requests in every roll. Exits 1 when a request failed or a roll
-# did not end with two instances of the new version.
+# 3 → …). Prints per roll: how long the roll took and when it ran within
+# the load, requests, req/s and latency (p50, p99, max), non-2xx, socket
+# errors, answers by status; then the totals per front. wrk's "timeout"
+# socket errors are answers slower than wrk's --timeout (10 s here), not
+# lost requests: the answers by status count them too. Target: 0 failed
+# requests in every roll. Exits 1 when a request failed, a socket error was
+# counted, or a roll did not end with two instances of the new version.
 #
 # Environment: SOAK (default 1 s), LEAD and TAIL (2 s), GATEWAY_WORKERS (one
-# per core), SHIMEJI_BIN and WEB_BIN (`shimeji` and the `web` example, built
+# per core), FRONTS (the fronts and their order, default "gateway haproxy"), SHIMEJI_BIN and WEB_BIN (`shimeji` and the `web` example, built
 # with feature etcd; else both are built in release mode, which needs protoc).
 # Needs etcd, etcdctl, haproxy, wrk, curl, python3 (Debian: apt-get install
 # etcd-server etcd-client haproxy wrk curl python3 protobuf-compiler).
@@ -44,6 +47,13 @@ lead=${LEAD:-2}
 tail_s=${TAIL:-2}
 workers=${GATEWAY_WORKERS:-$(nproc)}
 threads=2
+# wrk counts an answer slower than this as a "timeout" socket error (the
+# request still got its answer, which the status counts show).
+wrk_timeout=10
+read -r -a fronts <<<"${FRONTS:-gateway haproxy}"
+for front in "${fronts[@]}"; do
+  [[ $front == gateway || $front == haproxy ]] || { echo "FRONTS: gateway and/or haproxy, not $front" >&2; exit 2; }
+done
 
 install_hint="apt-get install etcd-server etcd-client haproxy wrk curl python3 protobuf-compiler"
 haproxy=$(command -v haproxy || true)
@@ -80,6 +90,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# seconds FROM TO: TO − FROM ($EPOCHREALTIME values), one decimal.
+seconds() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { # url
   for _ in $(seq 1 200); do
@@ -144,13 +156,13 @@ stop_pid() {
 echo "roll: failed requests during a rolling upgrade of 2 instances, per front"
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) (start)"
 echo "versions: $("$haproxy" -v | head -n 1 | cut -d' ' -f1-3), etcd $(etcd --version | awk '/etcd Version/ {print $3}'), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $("$shimeji" --version)"
-echo "load: wrk -t$threads -c$connections (keep-alive), GET /notes/1 and POST /notes in turn (roll.lua); starts ${lead} s before the roll, ends ${tail_s} s after"
+echo "load: wrk -t$threads -c$connections --timeout ${wrk_timeout}s (keep-alive), GET /notes/1 and POST /notes in turn (roll.lua); starts ${lead} s before the roll, ends ${tail_s} s after"
 echo "roll: shimeji upgrade --soak $soak; gateway --workers $workers; HAProxy: sample haproxy.cfg (balance leastconn), haproxy-sync defaults"
 echo
 
 failed=0
 declare -A total_requests total_non2xx total_socket
-for front in gateway haproxy; do
+for front in "${fronts[@]}"; do
   phase_pids=()
 
   # A fresh etcd: no router report of the previous front is left in it.
@@ -194,10 +206,12 @@ for front in gateway haproxy; do
   for roll in $(seq 1 "$rolls"); do
     from=$roll
     to=$((roll + 1))
-    wrk -t"$threads" -c"$connections" -d300s -s bench/gateway/roll.lua "http://127.0.0.1:$port/" \
+    wrk -t"$threads" -c"$connections" -d300s --timeout "${wrk_timeout}s" --latency -s bench/gateway/roll.lua \
+      "http://127.0.0.1:$port/" \
       >"$work/wrk-$front-$roll" 2>&1 &
     wrk_pid=$!
     pids+=($wrk_pid)
+    wrk_started=$EPOCHREALTIME
     sleep "$lead"
     started=$EPOCHREALTIME
     upgrade_status=0
@@ -207,18 +221,27 @@ for front in gateway haproxy; do
       >"$work/upgrade-$front-$roll.out" 2>&1 &
     pids+=($!)
     wait $! || upgrade_status=$?
-    took=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$EPOCHREALTIME")
+    ended=$EPOCHREALTIME
     sleep "$tail_s"
+    stopping=$EPOCHREALTIME
     kill -INT "$wrk_pid"
     wait "$wrk_pid" || true
+    stopped=$EPOCHREALTIME
+    took=$(seconds "$started" "$ended")
+    timeline="s after wrk started: roll $(seconds "$wrk_started" "$started")–$(seconds "$wrk_started" "$ended"), SIGINT $(seconds "$wrk_started" "$stopping"), wrk exited $(seconds "$wrk_started" "$stopped")"
     out=$(cat "$work/wrk-$front-$roll")
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    ran=$(awk '/requests in/ {sub(",", "", $4); print $4}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    max=$(awk '$1 == "Latency" {print $4}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
     socket=$(awk -F': ' '/Socket errors/ {print $2}' <<<"$out")
     statuses=$(awk '/^status / {printf "%s%s×%s", sep, $3, $2; sep=", "}' <<<"$out")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    printf '%-8s roll %d (v%d → v%d, %s s): %s requests (%s req/s), non-2xx %s, socket errors: %s; answers: %s\n' \
-      "$front" "$roll" "$from" "$to" "$took" "${requests:-?}" "${rps:-?}" "${non2xx:-0}" "${socket:-none}" "${statuses:-none}"
+    printf '%-8s roll %d (v%d → v%d, %s s; %s; wrk ran %s): %s requests (%s req/s; latency p50 %s, p99 %s, max %s), non-2xx %s, socket errors: %s; answers: %s\n' \
+      "$front" "$roll" "$from" "$to" "$took" "$timeline" "${ran:-?}" "${requests:-?}" "${rps:-?}" "${p50:-?}" "${p99:-?}" "${max:-?}" \
+      "${non2xx:-0}" "${socket:-none}" "${statuses:-none}"
     total_requests[$front]=$(( ${total_requests[$front]:-0} + ${requests:-0} ))
     total_non2xx[$front]=$(( ${total_non2xx[$front]:-0} + ${non2xx:-0} ))
     [[ -n $socket ]] && total_socket[$front]="${total_socket[$front]:-}[roll $roll: $socket] "
@@ -245,7 +268,7 @@ for front in gateway haproxy; do
 done
 
 echo
-for front in gateway haproxy; do
+for front in "${fronts[@]}"; do
   printf '%-8s total: %d requests, non-2xx %d, socket errors: %s\n' "$front" "${total_requests[$front]}" \
     "${total_non2xx[$front]}" "${total_socket[$front]:-none}"
 done
