@@ -29,7 +29,8 @@
 # requests in every roll. Exits 1 when a request failed, a socket error was
 # counted, or a roll did not end with two instances of the new version.
 #
-# Environment: SOAK (default 1 s), LEAD and TAIL (2 s), GATEWAY_WORKERS (one
+# Environment: SOAK (default 1 s), LEAD and TAIL (2 s), KEEP (when set, the
+# logs of every process are kept, and their directory printed), GATEWAY_WORKERS (one
 # per core), FRONTS (the fronts and their order, default "gateway haproxy"), SHIMEJI_BIN and WEB_BIN (`shimeji` and the `web` example, built
 # with feature etcd; else both are built in release mode, which needs protoc).
 # Needs etcd, etcdctl, haproxy, wrk, curl, python3 (Debian: apt-get install
@@ -85,11 +86,22 @@ cleanup() {
   for pid in $(instance_pids) $(started_pids); do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [[ -n ${KEEP:-} ]]; then
+    echo "logs kept in $work" >&2
+  else
+    rm -rf "$work"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# stamp FROM: each line of stdin, prefixed with the seconds since FROM.
+stamp() {
+  local line
+  while IFS= read -r line; do
+    printf '%s %s\n' "$(seconds "$1" "$EPOCHREALTIME")" "$line"
+  done
+}
 # seconds FROM TO: TO − FROM ($EPOCHREALTIME values), one decimal.
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -215,10 +227,11 @@ for front in "${fronts[@]}"; do
     sleep "$lead"
     started=$EPOCHREALTIME
     upgrade_status=0
-    # In the background, so that a signal to this script is handled at once.
+    # In the background, so that a signal to this script is handled at once;
+    # its progress lines stamped with the time since it started.
     "$shimeji" upgrade notes --registry "$registry" --log-dir "$work/upgrade-$front-$roll" --soak "$soak" \
       -- env SERVICE_VERSION=$to WEB_SERVER_ADDRESS=127.0.0.1:0 METRICS_ADDRESS=127.0.0.1:0 RUST_LOG=warn "$web" \
-      >"$work/upgrade-$front-$roll.out" 2>&1 &
+      > >(stamp "$started" >"$work/upgrade-$front-$roll.out") 2>&1 &
     pids+=($!)
     wait $! || upgrade_status=$?
     ended=$EPOCHREALTIME
@@ -228,6 +241,7 @@ for front in "${fronts[@]}"; do
     wait "$wrk_pid" || true
     stopped=$EPOCHREALTIME
     took=$(seconds "$started" "$ended")
+    slow=$(awk -v t="$took" -v s="$soak" 'BEGIN {print (t > 2 * s + 3) ? 1 : 0}')
     timeline="s after wrk started: roll $(seconds "$wrk_started" "$started")–$(seconds "$wrk_started" "$ended"), SIGINT $(seconds "$wrk_started" "$stopping"), wrk exited $(seconds "$wrk_started" "$stopped")"
     out=$(cat "$work/wrk-$front-$roll")
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -245,6 +259,10 @@ for front in "${fronts[@]}"; do
     total_requests[$front]=$(( ${total_requests[$front]:-0} + ${requests:-0} ))
     total_non2xx[$front]=$(( ${total_non2xx[$front]:-0} + ${non2xx:-0} ))
     [[ -n $socket ]] && total_socket[$front]="${total_socket[$front]:-}[roll $roll: $socket] "
+    if ((slow)); then
+      echo "$front roll $roll took more than 2 × soak + 3 s; its steps (s after it started):"
+      sed 's/^/    /' "$work/upgrade-$front-$roll.out"
+    fi
     if [[ -z $requests || -n $non2xx || -n $socket ]]; then
       failed=1
       echo "$front roll $roll: wrk's output:" >&2
