@@ -29,10 +29,12 @@
 # requests in every roll. Exits 1 when a request failed, a socket error was
 # counted, or a roll did not end with two instances of the new version.
 #
-# Environment: SOAK (default 1 s), LEAD and TAIL (2 s), KEEP (when set, the
-# logs of every process are kept, and their directory printed), GATEWAY_WORKERS (one
-# per core), FRONTS (the fronts and their order, default "gateway haproxy"), SHIMEJI_BIN and WEB_BIN (`shimeji` and the `web` example, built
-# with feature etcd; else both are built in release mode, which needs protoc).
+# Environment: SOAK (default 1 s), LEAD and TAIL (2 s), GATEWAY_WORKERS (one
+# per core), FRONTS (the fronts and their order, default "gateway haproxy"),
+# KEEP (when set, every log is kept and its directory printed), SHIMEJI_BIN
+# and WEB_BIN (`shimeji` and the `web` example, built with feature etcd;
+# else both are built in release mode, which needs protoc). A roll slower
+# than 2 × SOAK + 3 s gets its steps printed, stamped.
 # Needs etcd, etcdctl, haproxy, wrk, curl, python3 (Debian: apt-get install
 # etcd-server etcd-client haproxy wrk curl python3 protobuf-compiler).
 # Every process it starts, and every instance the upgrades started, is
