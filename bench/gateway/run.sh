@@ -73,7 +73,8 @@ web_pid=$!
 pids+=($web_pid)
 wait_http "http://127.0.0.1:$wp/notes/1"
 lease=$(ctl lease grant 60 | awk '{print $2}')
-ctl lease keep-alive "$lease" >/dev/null 2>&1 &
+# etcdctl itself, not through ctl: $! must be its pid, not a subshell's.
+etcdctl --endpoints "127.0.0.1:$cp" lease keep-alive "$lease" >/dev/null 2>&1 &
 pids+=($!)
 record=$(printf '{"service":"notes","instance_id":"bench-1","version":"0.0.0","host":"%s","pid":%d,"http":"127.0.0.1:%d","routes":[{"method":"GET","path":"/notes/{id}"},{"method":"POST","path":"/notes"}],"websocket":true,"sticky":false,"started_at_ms":0}' \
   "$(hostname)" "$web_pid" "$wp")
