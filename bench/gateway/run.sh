@@ -8,8 +8,8 @@
 #
 # Defaults: 10 s per run, 16 keep-alive connections, 3 rounds (the three
 # setups alternate in each round, so noise on the machine hits all alike).
-# GATEWAY_WORKERS sets the gateway's --workers (default: one per core, as
-# HAProxy's threads).
+# GATEWAY_WORKERS sets the gateway's --workers and HAProxy's nbthread
+# (default: one per core, on both).
 # Prints requests/s and p50/p99 latency of each run and the median per
 # setup. Needs etcd, etcdctl, haproxy, wrk and protoc (Debian:
 # apt-get install etcd-server etcd-client haproxy wrk protobuf-compiler).
@@ -85,7 +85,8 @@ gp=$(free_port)
 workers=${GATEWAY_WORKERS:-$(nproc)}
 RUST_LOG=warn "$shimeji" gateway --registry "etcd://127.0.0.1:$cp" --listen "127.0.0.1:$gp" --workers "$workers" \
   >"$work/gateway.log" 2>&1 &
-pids+=($!)
+gateway_pid=$!
+pids+=($gateway_pid)
 wait_http "http://127.0.0.1:$gp/notes/1"
 
 # HAProxy with the same instance.
@@ -93,6 +94,7 @@ hp=$(free_port)
 cat >"$work/haproxy.cfg" <<EOF
 global
   maxconn 4096
+  nbthread $workers
 defaults
   mode http
   timeout connect 1s
@@ -107,29 +109,42 @@ backend notes
   server n1 127.0.0.1:$wp
 EOF
 haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
-pids+=($!)
+haproxy_pid=$!
+pids+=($haproxy_pid)
 wait_http "http://127.0.0.1:$hp/notes/1"
 
-# wrk's output: requests/s, p50, p99 (ms), non-2xx and socket errors.
-run() { # name url
-  local out
+# CPU time (user + system, clock ticks) a process has used.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# wrk's output: requests/s, p50, p99 (ms), non-2xx and socket errors, and
+# the CPU time the proxy (pid, when given) used per request.
+run() { # name url [pid]
+  local out before=0 after=0
+  [[ -n ${3:-} ]] && before=$(ticks "$3")
   out=$(wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$2")
+  [[ -n ${3:-} ]] && after=$(ticks "$3")
+  local requests cpu=""
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  if [[ -n ${3:-} && ${requests:-0} -gt 0 ]]; then
+    cpu=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN {printf "  CPU %.1f us/request", t * 1e6 / hz / n}')
+  fi
   local rps p50 p99 non2xx errors
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   errors=$(awk '/Socket errors/ {print $0}' <<<"$out")
-  printf '%-8s %10s req/s  p50 %8s  p99 %8s  non-2xx %s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}" "${errors:+($errors)}"
+  printf '%-8s %10s req/s  p50 %8s  p99 %8s  non-2xx %s%s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}" "$cpu" "${errors:+($errors)}"
   echo "$1 $rps" >>"$work/rps"
 }
 
-echo "wrk -t$threads -c$connections -d${seconds}s, GET /notes/1, $(nproc) cores, gateway workers $workers, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t$threads -c$connections -d${seconds}s, GET /notes/1, $(nproc) cores, gateway workers $workers, HAProxy nbthread $workers, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$rounds"); do
   echo "round $round"
   run direct "http://127.0.0.1:$wp/notes/1"
-  run gateway "http://127.0.0.1:$gp/notes/1"
-  run haproxy "http://127.0.0.1:$hp/notes/1"
+  run gateway "http://127.0.0.1:$gp/notes/1" "$gateway_pid"
+  run haproxy "http://127.0.0.1:$hp/notes/1" "$haproxy_pid"
 done
 echo "median req/s:"
 for name in direct gateway haproxy; do
