@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use shimeji::dependency::{Dependency, DependencyError, SetupContext};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::api::{now, ApiError};
@@ -57,6 +58,7 @@ struct Keys {
 pub struct Auth {
     keys: Arc<OnceLock<Keys>>,
     revoked: Arc<RwLock<HashMap<String, i64>>>,
+    loaded: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -137,6 +139,12 @@ impl Auth {
         for r in list.iter().filter(|r| r.expires_at >= now) {
             revoked.insert(r.signature.clone(), r.expires_at);
         }
+        self.loaded.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a whole revocation list was loaded since start.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
     }
 
     /// The claims of the `Authorization: Bearer` token: `Ok(None)` when

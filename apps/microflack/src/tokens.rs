@@ -160,10 +160,22 @@ impl Tokens {
 }
 
 /// Loads the revocation list from the tokens service into `auth` (a
-/// service's eager timer calls it at start and then regularly).
+/// service's eager timer calls it at start and then regularly). Until the
+/// first load succeeds it retries every 200 ms for up to 10 s, so an
+/// instance started next to (or before) the tokens service has the list
+/// as soon as tokens answers.
 pub async fn sync_revocations(auth: &Auth, tokens: &TokensClient) {
-    match tokens.revocations().await {
-        Ok(list) => auth.load(&list),
-        Err(e) => tracing::debug!(error = %e, "revocation list not loaded (tokens unreachable)"),
+    let tries = if auth.loaded() { 1 } else { 50 };
+    for attempt in 1..=tries {
+        match tokens.revocations().await {
+            Ok(list) => {
+                auth.load(&list);
+                return;
+            }
+            Err(e) if attempt == tries => {
+                tracing::debug!(error = %e, "revocation list not loaded (tokens unreachable)")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
     }
 }
