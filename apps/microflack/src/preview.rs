@@ -192,8 +192,8 @@ pub fn links(html: &str) -> Vec<String> {
     let mut rest = html;
     while let Some(at) = rest.find("<a ") {
         rest = &rest[at + 3..];
-        let tag_end = rest.find('>').unwrap_or(rest.len());
-        if let Some(href) = attribute(&rest[..tag_end], "href") {
+        let end = tag_end(rest);
+        if let Some(href) = attribute(&rest[..end], "href") {
             found.push(href);
         }
     }
@@ -216,7 +216,7 @@ pub fn description(page: &str) -> Option<String> {
     let mut from = 0;
     while let Some(at) = lower[from..].find("<meta") {
         let start = from + at + 5;
-        let end = start + lower[start..].find('>').unwrap_or(lower.len() - start);
+        let end = start + tag_end(&page[start..]);
         let tag = &page[start..end];
         if attribute(tag, "name").is_some_and(|n| n.eq_ignore_ascii_case("description")) {
             return attribute(tag, "content").map(|c| c.trim().to_string());
@@ -224,6 +224,20 @@ pub fn description(page: &str) -> Option<String> {
         from = end;
     }
     None
+}
+
+/// Where the tag whose inside starts `text` ends: its `>` outside quotes.
+fn tag_end(text: &str) -> usize {
+    let mut quote = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return i,
+            _ => {}
+        }
+    }
+    text.len()
 }
 
 /// The value of attribute `name` in the inside of a tag, unescaped.
