@@ -102,14 +102,12 @@ impl Handlers {
         }
     }
 
-    async fn post_message(self, socket: SocketRef, data: Value) {
-        let args = arguments(data);
-        let Some(user_id) = self.user(&socket, args.get(1)) else {
+    async fn post_message(self, socket: SocketRef, (data, token): (Value, Value)) {
+        let Some(user_id) = self.user(&socket, Some(&token)) else {
             return;
         };
-        let source = args
-            .first()
-            .and_then(|d| d.get("source"))
+        let source = data
+            .get("source")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
@@ -178,7 +176,9 @@ impl Default for Push {
                 let h = handlers.clone();
                 socket.on(
                     "post_message",
-                    move |s: SocketRef, Data(data): Data<Value>| h.clone().post_message(s, data),
+                    move |s: SocketRef, Data(data): Data<(Value, Value)>| {
+                        h.clone().post_message(s, data)
+                    },
                 );
                 let h = handlers;
                 socket.on_disconnect(move |s: SocketRef| h.clone().disconnected(s, io.clone()));
