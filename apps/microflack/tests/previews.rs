@@ -96,33 +96,33 @@ async fn previews_as_the_original_shows_them() {
     app.register("susan", "dog").await;
     let token = app.login("susan", "dog").await;
 
-    let foo = pages.url("/foo");
-    let m = app.post(&token, &format!("hello {foo}!")).await;
+    let foo_url = pages.url("/foo");
+    let m = app.post(&token, &format!("hello {foo_url}!")).await;
     wait_html(
         &app,
         &m["id"],
         &format!(
-            "hello {}!<blockquote><p><a href=\"{foo}\">foo</a></p><p>foo descr</p></blockquote>",
-            link(&foo, &foo)
+            "hello {}!<blockquote><p><a href=\"{foo_url}\">foo</a></p><p>foo descr</p></blockquote>",
+            link(&foo_url, &foo_url)
         ),
     )
     .await;
 
-    let bar = pages.url("/bar");
-    let m = app.post(&token, &format!("hello {bar}!")).await;
+    let bar_url = pages.url("/bar");
+    let m = app.post(&token, &format!("hello {bar_url}!")).await;
     wait_html(&app, &m["id"], &format!(
-        "hello {}!<blockquote><p><a href=\"{bar}\">bar</a></p><p>No description found.</p></blockquote>",
-        link(&bar, &bar)
+        "hello {}!<blockquote><p><a href=\"{bar_url}\">bar</a></p><p>No description found.</p></blockquote>",
+        link(&bar_url, &bar_url)
     )).await;
 
-    let baz = pages.url("/baz");
-    let m = app.post(&token, &format!("hello {baz}!")).await;
+    let baz_url = pages.url("/baz");
+    let m = app.post(&token, &format!("hello {baz_url}!")).await;
     wait_html(
         &app,
         &m["id"],
         &format!(
-            "hello {}!<blockquote><p><a href=\"{baz}\">{baz}</a></p><p>baz descr</p></blockquote>",
-            link(&baz, &baz)
+            "hello {}!<blockquote><p><a href=\"{baz_url}\">{baz_url}</a></p><p>baz descr</p></blockquote>",
+            link(&baz_url, &baz_url)
         ),
     )
     .await;
@@ -203,8 +203,8 @@ async fn previews_survive_a_stop(backend: Backend) {
     let data = Data::new(backend);
     let app = App::start(data.config()).await;
     app.stop().await;
-    let foo = pages.url("/foo");
-    let plain = format!("hi {}", link(&foo, &foo));
+    let foo_url = pages.url("/foo");
+    let plain = format!("hi {}", link(&foo_url, &foo_url));
     {
         use sqlx::any::AnyPoolOptions;
         sqlx::any::install_default_drivers();
@@ -228,7 +228,7 @@ async fn previews_survive_a_stop(backend: Backend) {
         )
         .bind(now)
         .bind(now)
-        .bind(format!("hi {foo}"))
+        .bind(format!("hi {foo_url}"))
         .bind(&plain)
         .execute(&pool)
         .await
@@ -242,7 +242,7 @@ async fn previews_survive_a_stop(backend: Backend) {
         &app,
         &id,
         &format!(
-            "{plain}<blockquote><p><a href=\"{foo}\">foo</a></p><p>foo descr</p></blockquote>"
+            "{plain}<blockquote><p><a href=\"{foo_url}\">foo</a></p><p>foo descr</p></blockquote>"
         ),
     )
     .await;
