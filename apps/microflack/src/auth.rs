@@ -23,13 +23,19 @@ pub const SECRET_KEY: &str = "JWT_SECRET_KEY";
 /// A token's lifetime, in seconds.
 pub const TOKEN_LIFETIME: i64 = 3600;
 
-/// The claims of a MicroFlack token: exactly the original's two.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// The claims of a MicroFlack token: the original's `user_id` and `exp`,
+/// and a random `jti`, so that two logins in the same second get two
+/// tokens (the original's were identical: revoking one revoked both).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     /// The user the token was issued to.
     pub user_id: i64,
     /// When it expires, in UNIX seconds.
     pub exp: i64,
+    /// A random id of this token (absent from the original's tokens, which
+    /// are accepted too).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jti: String,
 }
 
 /// A revoked token: the signature part of the token (which names it) and
@@ -91,6 +97,7 @@ impl Auth {
         let claims = Claims {
             user_id,
             exp: now() + TOKEN_LIFETIME,
+            jti: format!("{:016x}", fastrand::u64(..)),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
             .map_err(ApiError::internal)
@@ -241,6 +248,7 @@ mod tests {
         let old = Claims {
             user_id: 1,
             exp: now() - 1,
+            jti: String::new(),
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &old, &keys.encoding).unwrap();
