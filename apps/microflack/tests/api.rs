@@ -586,3 +586,56 @@ async fn events(backend: Backend) {
     );
     app.stop().await;
 }
+
+on_both!(presence_sweep);
+
+/// A user not pinged for a minute goes offline, announced once even with
+/// two users instances sweeping.
+async fn presence_sweep(backend: Backend) {
+    let data = Data::new(backend);
+    let app = App::start_services(data.config(), &["users", "users", "tokens"]).await;
+    let id = app.register("susan", "dog").await;
+    app.login("susan", "dog").await;
+    assert_eq!(
+        app.get(&format!("/api/users/{id}"), Auth::None).await.1["online"],
+        true
+    );
+    {
+        use sqlx::any::AnyPoolOptions;
+        sqlx::any::install_default_drivers();
+        let url = data
+            .databases
+            .iter()
+            .find(|(k, _)| k == "USERS_DATABASE_URL")
+            .map(|(_, n)| format!("postgres://postgres@127.0.0.1:5432/{n}"))
+            .unwrap_or_else(|| format!("sqlite://{}", data.folder.join("users.sqlite").display()));
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let old = microflack::api::now() - 61;
+        sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
+            .bind(old)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let offline = eventually(Duration::from_secs(8), || async {
+        app.get(&format!("/api/users/{id}"), Auth::None).await.1["online"] == false
+    })
+    .await;
+    assert!(offline, "swept offline");
+    // Both instances swept at least once since.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let offline_events = app
+        .events_of("User")
+        .iter()
+        .filter(|e| e["model"]["id"] == id && e["model"]["online"] == false)
+        .count();
+    // One for the insert (offline at creation), one for the sweep.
+    assert_eq!(offline_events, 2, "the sweep changed the user once");
+    app.stop().await;
+}
