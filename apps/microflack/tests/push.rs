@@ -1,22 +1,23 @@
-//! The push service with a stock Socket.IO client (socket.io-client 4, in
-//! Node.js): `ping_user`, `post_message`, `expired_token` to the offending
-//! socket only, `updated_model` to everyone, disconnect → offline; over
-//! long polling upgraded to WebSocket, and WebSocket alone.
+//! The push service with stock Socket.IO clients — socket.io-client 4 (in
+//! Node.js) and python-socketio 5: `ping_user`, `post_message`,
+//! `expired_token` to the offending socket only, `updated_model` to
+//! everyone, disconnect → offline; over long polling upgraded to WebSocket,
+//! and WebSocket alone.
 
 mod common;
 
 use common::{App, Auth, Backend, Data};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_socket_io_client_chats() {
-    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client");
-    assert!(
-        client.join("node_modules/socket.io-client").is_dir(),
-        "the Socket.IO client is not installed: run `bash apps/microflack/tests/client/install.sh` \
-         (Node.js and npm; `bash .ci/run` does it)"
-    );
+fn client_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client")
+}
+
+const INSTALL: &str = "run `bash apps/microflack/tests/client/install.sh` (Node.js, npm and Python; `bash .ci/run` does it)";
+
+/// Runs a client script against a fresh MicroFlack; checks what it left.
+async fn chat_with(program: PathBuf, script: &str, source: &str, html: &str) {
     let data = Data::new(Backend::Sqlite);
     let app = App::start(data.config()).await;
     let id = app.register("susan", "dog").await;
@@ -29,8 +30,8 @@ async fn a_socket_io_client_chats() {
     )
     .await;
 
-    let run = tokio::process::Command::new("node")
-        .arg(client.join("push.js"))
+    let run = tokio::process::Command::new(&program)
+        .arg(client_dir().join(script))
         .arg(&app.base)
         .arg(&token)
         .arg(id.to_string())
@@ -39,7 +40,7 @@ async fn a_socket_io_client_chats() {
     let output = tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("the client finished")
-        .expect("node runs (install Node.js)");
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", program.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -50,11 +51,32 @@ async fn a_socket_io_client_chats() {
     let (_, user) = app.get(&format!("/api/users/{id}"), Auth::None).await;
     assert_eq!(user["online"], false);
     let (_, list) = app.get("/api/messages", Auth::None).await;
-    assert_eq!(list["messages"][0]["source"], "hi *there*");
+    let messages = list["messages"].as_array().cloned().unwrap_or_default();
     assert_eq!(
-        list["messages"].as_array().map(Vec::len),
-        Some(1),
-        "the refused post was not stored"
+        messages.len(),
+        1,
+        "only the accepted post is stored: {list}"
     );
+    assert_eq!(messages[0]["source"], source);
+    assert_eq!(messages[0]["html"], html);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_io_client_4_chats() {
+    assert!(
+        client_dir().join("node_modules/socket.io-client").is_dir(),
+        "socket.io-client is not installed: {INSTALL}"
+    );
+    chat_with("node".into(), "push.js", "hi *there*", "hi <em>there</em>").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_socketio_5_chats() {
+    let python = client_dir().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "python-socketio is not installed: {INSTALL}"
+    );
+    chat_with(python, "push.py", "from *python*", "from <em>python</em>").await;
 }
