@@ -13,8 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use shimeji::dependency::{Dependency, DependencyError, SetupContext};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::api::{now, ApiError};
 
@@ -64,7 +64,7 @@ struct Keys {
 pub struct Auth {
     keys: Arc<OnceLock<Keys>>,
     revoked: Arc<RwLock<HashMap<String, i64>>>,
-    loaded: Arc<AtomicBool>,
+    synced_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -146,12 +146,16 @@ impl Auth {
         for r in list.iter().filter(|r| r.expires_at >= now) {
             revoked.insert(r.signature.clone(), r.expires_at);
         }
-        self.loaded.store(true, Ordering::SeqCst);
+        *self.synced_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
-    /// Whether a whole revocation list was loaded since start.
-    pub fn loaded(&self) -> bool {
-        self.loaded.load(Ordering::SeqCst)
+    /// Whether the whole list should be loaded again: never loaded, or
+    /// loaded more than `every` ago.
+    pub fn sync_due(&self, every: Duration) -> bool {
+        self.synced_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|at| at.elapsed() >= every)
     }
 
     /// The claims of the `Authorization: Bearer` token: `Ok(None)` when

@@ -226,8 +226,9 @@ impl Push {
         self.auth.revoke(&revocation);
     }
 
-    /// At start and every 10 s: the whole revocation list.
-    #[timer(interval = "10s", eager = true)]
+    /// The whole revocation list: at start (retried every second until
+    /// the tokens service answers), then every 10 s.
+    #[timer(interval = "1s", eager = true)]
     async fn sync_revocations(&self) {
         crate::tokens::sync_revocations(&self.auth, &self.tokens).await;
     }

@@ -159,23 +159,21 @@ impl Tokens {
     }
 }
 
-/// Loads the revocation list from the tokens service into `auth` (a
-/// service's eager timer calls it at start and then regularly). Until the
-/// first load succeeds it retries every 200 ms for up to 10 s, so an
-/// instance started next to (or before) the tokens service has the list
-/// as soon as tokens answers.
+/// Loads the revocation list from the tokens service into `auth` when it
+/// is due: until a first load succeeds, then every [`RESYNC`]. Services
+/// call it from a 1 s eager timer, so an instance started next to (or
+/// before) the tokens service has the list within a second of tokens
+/// answering, and a stop never waits on a retry loop.
 pub async fn sync_revocations(auth: &Auth, tokens: &TokensClient) {
-    let tries = if auth.loaded() { 1 } else { 50 };
-    for attempt in 1..=tries {
-        match tokens.revocations().await {
-            Ok(list) => {
-                auth.load(&list);
-                return;
-            }
-            Err(e) if attempt == tries => {
-                tracing::debug!(error = %e, "revocation list not loaded (tokens unreachable)")
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
-        }
+    if !auth.sync_due(RESYNC) {
+        return;
+    }
+    match tokens.revocations().await {
+        Ok(list) => auth.load(&list),
+        Err(e) => tracing::debug!(error = %e, "revocation list not loaded (tokens unreachable)"),
     }
 }
+
+/// How often a service reloads the whole revocation list (events bring
+/// each revocation at once; this repairs what an instance missed).
+pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(10);

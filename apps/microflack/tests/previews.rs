@@ -206,21 +206,7 @@ async fn previews_survive_a_stop(backend: Backend) {
     let foo_url = pages.url("/foo");
     let plain = format!("hi {}", link(&foo_url, &foo_url));
     {
-        use sqlx::any::AnyPoolOptions;
-        sqlx::any::install_default_drivers();
-        let url = data
-            .databases
-            .iter()
-            .find(|(k, _)| k == "MESSAGES_DATABASE_URL")
-            .map(|(_, n)| format!("postgres://postgres@127.0.0.1:5432/{n}"))
-            .unwrap_or_else(|| {
-                format!("sqlite://{}", data.folder.join("messages.sqlite").display())
-            });
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
+        let pool = data.pool("MESSAGES_DATABASE_URL", "messages.sqlite").await;
         let now = microflack::api::now();
         sqlx::query(
             "INSERT INTO messages (created_at, updated_at, source, html, user_id, revision, previews_due)

@@ -100,6 +100,23 @@ impl Data {
         Data { folder, databases }
     }
 
+    /// A connection pool to the database of config key `key`
+    /// (`USERS_DATABASE_URL`, …), to change rows behind the services' backs.
+    pub async fn pool(&self, key: &str, file: &str) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let url = self
+            .databases
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, n)| format!("postgres://postgres@127.0.0.1:5432/{n}"))
+            .unwrap_or_else(|| format!("sqlite://{}", self.folder.join(file).display()));
+        sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("database reachable")
+    }
+
     /// A configuration for MicroFlack on this data.
     pub fn config(&self) -> Config {
         let mut config = Config::new()
@@ -187,6 +204,8 @@ impl App {
     }
 
     pub async fn stop(mut self) {
+        // Idle keep-alive connections of the client close first.
+        self.http = reqwest::Client::new();
         if let Some(running) = self.running.take() {
             running.stop().await;
         }
