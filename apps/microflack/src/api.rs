@@ -3,6 +3,7 @@
 //! plain-text rejections, and the current time.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -39,6 +40,15 @@ pub enum ApiError {
     /// 503: a service this request needs cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// A request the web layer refused (a body over the size limit: 413),
+    /// with its status.
+    #[error("{message}")]
+    Rejected {
+        /// The HTTP status.
+        status: StatusCode,
+        /// What was wrong.
+        message: String,
+    },
     /// 500; the detail is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -64,6 +74,11 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad request", m.as_str()),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.as_str()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not found", m.as_str()),
+            ApiError::Rejected { status, message } => (
+                *status,
+                status.canonical_reason().unwrap_or("bad request"),
+                message.as_str(),
+            ),
             ApiError::Unavailable(m) => {
                 tracing::warn!(error = %m, "a service this request needs is unavailable");
                 (
@@ -98,6 +113,15 @@ pub fn unauthorized() -> Response {
         HeaderValue::from_static(WWW_AUTHENTICATE),
     );
     response
+}
+
+/// A request body, or the web layer's refusal of it as a JSON error (413
+/// for a body over `max_body_size`).
+pub fn body(raw: Result<Bytes, BytesRejection>) -> Api<Bytes> {
+    raw.map_err(|rejection| ApiError::Rejected {
+        status: rejection.status(),
+        message: rejection.body_text(),
+    })
 }
 
 /// A JSON object from a request body: 400 (JSON) when there is none, it is

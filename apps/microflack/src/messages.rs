@@ -6,6 +6,7 @@
 //! Every insert and update dispatches `updated_model`.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -215,9 +216,13 @@ impl Default for Messages {
 impl Messages {
     /// `POST /api/messages` `{"source": …}`: 201 with `Location`.
     #[http(POST, "/api/messages")]
-    async fn create(&self, headers: HeaderMap, body: Bytes) -> Api<Response> {
+    async fn create(
+        &self,
+        headers: HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Api<Response> {
         let claims = self.auth.required(&headers)?;
-        let new: NewMessage = json_body(&body)?;
+        let new: NewMessage = json_body(&crate::api::body(body)?)?;
         let message = self
             .insert(claims.user_id, valid_source(new.source)?)
             .await?;
@@ -272,7 +277,7 @@ impl Messages {
         &self,
         headers: HeaderMap,
         Path(id): Path<String>,
-        body: Bytes,
+        body: Result<Bytes, BytesRejection>,
     ) -> Api<Response> {
         let claims = self.auth.required(&headers)?;
         let id = path_id(&id, "message")?;
@@ -283,7 +288,7 @@ impl Messages {
         if message.user_id != claims.user_id {
             return Err(ApiError::Forbidden("this is another user's message".into()));
         }
-        let change: NewMessage = json_body(&body)?;
+        let change: NewMessage = json_body(&crate::api::body(body)?)?;
         if change.source.is_some() {
             let source = valid_source(change.source)?;
             let html = crate::render::render(&source);

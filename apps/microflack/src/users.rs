@@ -2,6 +2,7 @@
 //! `/api/users`. Every insert and update dispatches `updated_model`.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -216,8 +217,8 @@ impl Default for Users {
 impl Users {
     /// `POST /api/users`: registers a user; 201 with `Location`.
     #[http(POST, "/api/users")]
-    async fn create(&self, body: Bytes) -> Api<Response> {
-        let new: NewUser = json_body(&body)?;
+    async fn create(&self, body: Result<Bytes, BytesRejection>) -> Api<Response> {
+        let new: NewUser = json_body(&crate::api::body(body)?)?;
         let (Some(nickname), Some(password)) = (new.nickname, new.password) else {
             return Err(ApiError::BadRequest(
                 "nickname and password are required".into(),
@@ -334,7 +335,7 @@ impl Users {
         &self,
         headers: HeaderMap,
         Path(id): Path<String>,
-        body: Bytes,
+        body: Result<Bytes, BytesRejection>,
     ) -> Api<Response> {
         let claims = self
             .token_ping(&headers)
@@ -347,7 +348,7 @@ impl Users {
         if claims.user_id != id {
             return Err(ApiError::Forbidden("this is another user's account".into()));
         }
-        let change: UserChange = json_body(&body)?;
+        let change: UserChange = json_body(&crate::api::body(body)?)?;
         let nickname = change.nickname.as_deref().map(valid_nickname).transpose()?;
         let hash = match change.password {
             Some(p) => {

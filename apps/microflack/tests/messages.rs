@@ -76,6 +76,18 @@ async fn messages(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // A body over the size limit: 413, in JSON too.
+    let big = json!({ "source": "x".repeat(3 * 1024 * 1024) });
+    let response = app
+        .http
+        .post(format!("{}/api/messages", app.base))
+        .bearer_auth(&token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(response.json::<serde_json::Value>().await.unwrap()["error"].is_string());
     let (status, _, _) = app
         .call(
             Method::POST,
