@@ -250,6 +250,15 @@ async fn bad_input_gets_400_413_and_404() {
     let r = http.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "NotFound");
+    // A known route, another method: 405 in JSON, with `Allow`.
+    let r = http.patch(format!("{base}/users")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let allow = r.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "MethodNotAllowed"
+    );
     running.stop().await;
 }
 

@@ -152,8 +152,32 @@ impl WebApp {
                     &format!("no route for {method} {}", uri.path()),
                 )
             })
+            .layer(axum::middleware::map_response(json_method_not_allowed))
             .layer(DefaultBodyLimit::max(limits.max_body)))
     }
+}
+
+/// The router's own 405 (a route with other methods) gets a JSON body like
+/// every other error, and keeps its `Allow` header. A 405 an entrypoint
+/// returns with a body of its own is left alone.
+async fn json_method_not_allowed(response: axum::response::Response) -> axum::response::Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let mut json = error_body(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "the route does not take this method",
+    );
+    if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+        json.headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    json
 }
 
 /// What a web server serves, as the registry publishes it.
