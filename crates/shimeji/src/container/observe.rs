@@ -80,6 +80,7 @@ impl RunObserver {
     }
 
     /// Counts run `index`, recorded as ok, as failed with `exc_type`.
+    #[cfg(feature = "http")]
     pub(crate) fn count_failure(&self, index: usize, exc_type: &str) {
         if let Some(metrics) = self.metrics.get(index) {
             metrics.failed(exc_type);

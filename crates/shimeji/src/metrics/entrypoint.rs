@@ -52,6 +52,7 @@ impl EntrypointMetrics {
 
     /// Counts a run already recorded as ok as failed with `exc_type`
     /// instead: an HTTP entrypoint whose response is a 5xx.
+    #[cfg(feature = "http")]
     pub(crate) fn failed(&self, exc_type: &str) {
         self.errors.add(exc_type);
     }

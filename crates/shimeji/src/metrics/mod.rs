@@ -92,6 +92,7 @@ pub use prometheus_client;
 pub(crate) use client::{call, CallMetrics};
 pub(crate) use clock::Instant;
 pub(crate) use entrypoint::{entrypoint, EntrypointMetrics, Run};
+#[cfg(feature = "http")]
 pub(crate) use errors::HTTP_SERVER_ERROR;
 pub(crate) use events::{declare_events, event_dispatched};
 #[cfg(feature = "amqp")]
