@@ -87,25 +87,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url
-  for _ in $(seq 1 200); do
-    curl -fs -o /dev/null "$1" && return 0
-    sleep 0.05
-  done
-  echo "no answer from $1" >&2
-  exit 1
-}
+# free_port, wait_http, start_etcd
+source bench/gateway/common.sh
 
 # etcd, throwaway: no fsync, short election (a single member).
-cp=$(free_port); pp=$(free_port)
-etcd --name p --data-dir "$work/etcd" \
-  --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-  --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-  --initial-cluster "p=http://127.0.0.1:$pp" --heartbeat-interval 10 --election-timeout 100 \
-  --unsafe-no-fsync --log-level error --logger zap 2>"$work/etcd.log" &
-pids+=($!)
-wait_http "http://127.0.0.1:$cp/health"
+start_etcd p "$work/etcd" "$work/etcd.log"
+pids+=($etcd_pid)
+cp=$etcd_port
 export ETCDCTL_API=3
 ctl() { etcdctl --endpoints "127.0.0.1:$cp" "$@"; }
 lease=$(ctl lease grant 60 | awk '{print $2}')

@@ -106,15 +106,8 @@ stamp() {
 }
 # seconds FROM TO: TO − FROM ($EPOCHREALTIME values), one decimal.
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url
-  for _ in $(seq 1 200); do
-    curl -fs -o /dev/null "$1" && return 0
-    sleep 0.05
-  done
-  echo "no answer from $1" >&2
-  exit 1
-}
+# free_port, wait_http, start_etcd
+source bench/gateway/common.sh
 
 # "instance_id version pid" of every registered instance of notes.
 instances() {
@@ -180,17 +173,11 @@ for front in "${fronts[@]}"; do
   phase_pids=()
 
   # A fresh etcd: no router report of the previous front is left in it.
-  cp=$(free_port); pp=$(free_port)
-  etcd --name r --data-dir "$work/etcd-$front" \
-    --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-    --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-    --initial-cluster "r=http://127.0.0.1:$pp" --heartbeat-interval 10 --election-timeout 100 \
-    --unsafe-no-fsync --log-level error --logger zap 2>"$work/etcd-$front.log" &
-  etcd_pid=$!
+  start_etcd r "$work/etcd-$front" "$work/etcd-$front.log"
   pids+=($etcd_pid)
+  cp=$etcd_port
   etcd_address=127.0.0.1:$cp
   registry=etcd://$etcd_address
-  wait_http "http://$etcd_address/health"
 
   # The front.
   port=$(free_port)

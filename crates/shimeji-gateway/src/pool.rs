@@ -1,7 +1,8 @@
 //! One worker's HTTP/1.1 connections to the instances, kept alive between
 //! requests: hyper's client connection (`hyper::client::conn::http1`) under
-//! a pool of its own, so that a request costs a lock-free-in-practice
-//! lookup by upstream number rather than a shared pool keyed by URI.
+//! a pool of its own, so that a request costs a look-up by upstream number
+//! under the worker's own (uncontended) lock rather than a shared pool
+//! keyed by URI.
 //!
 //! - A connection goes back to its upstream's idle list as soon as its
 //!   response head arrived; it is only taken again once hyper says it is
