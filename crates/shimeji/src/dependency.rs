@@ -184,6 +184,27 @@ pub trait Dependency: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
+    /// Called once when the service begins to stop, before its workers
+    /// drain: the instance no longer receives new work (routers have
+    /// applied its deregistration). End here what holds a worker or a
+    /// client open indefinitely — long polls, streams, sockets — so that the
+    /// drain finishes and clients move to another instance.
+    ///
+    /// ```
+    /// use shimeji::prelude::*;
+    ///
+    /// struct Feeds { /* open subscriptions */ }
+    ///
+    /// impl Dependency for Feeds {
+    ///     fn draining(&self) -> BoxFuture<'_, ()> {
+    ///         Box::pin(async { /* tell each subscriber to reconnect elsewhere */ })
+    ///     }
+    /// }
+    /// ```
+    fn draining(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Called once after the service stopped and drained its workers.
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
@@ -222,6 +243,10 @@ impl<T: Dependency + ?Sized> Dependency for Arc<T> {
         (**self).start()
     }
 
+    fn draining(&self) -> BoxFuture<'_, ()> {
+        (**self).draining()
+    }
+
     fn stop(&self) -> BoxFuture<'_, ()> {
         (**self).stop()
     }
@@ -256,6 +281,13 @@ impl<T: Dependency> Dependency for Option<T> {
         match self {
             Some(dep) => dep.start(),
             None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn draining(&self) -> BoxFuture<'_, ()> {
+        match self {
+            Some(dep) => dep.draining(),
+            None => Box::pin(async {}),
         }
     }
 

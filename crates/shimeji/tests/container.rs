@@ -125,6 +125,10 @@ impl Dependency for Recorder {
         self.push("start");
         Box::pin(async { Ok(()) })
     }
+    fn draining(&self) -> BoxFuture<'_, ()> {
+        self.push("draining");
+        Box::pin(async {})
+    }
     fn stop(&self) -> BoxFuture<'_, ()> {
         self.push("stop");
         Box::pin(async {})
@@ -206,7 +210,7 @@ async fn dependency_hooks_run_in_order() {
         ]
     );
     running.stop().await;
-    assert_eq!(recorder.take(), vec!["stop"]);
+    assert_eq!(recorder.take(), vec!["draining", "stop"]);
 }
 
 /// `Arc<D>` and `Option<D>` fields are dependencies too; `None` does nothing.
@@ -251,8 +255,62 @@ async fn arc_and_option_fields_are_dependencies() {
     }
     running.stop().await;
     for recorder in [&shared, &present] {
-        assert_eq!(recorder.take(), vec!["stop"]);
+        assert_eq!(recorder.take(), vec!["draining", "stop"]);
     }
+}
+
+/// Holds callers until it is released, as a long poll or a stream does.
+#[derive(Default)]
+struct Held {
+    release: tokio::sync::Notify,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl Dependency for Held {
+    fn draining(&self) -> BoxFuture<'_, ()> {
+        self.released.store(true, Ordering::SeqCst);
+        self.release.notify_waiters();
+        Box::pin(async {})
+    }
+}
+
+#[derive(Dependencies)]
+struct LongPoll {
+    held: Held,
+}
+
+#[service(name = "long_poll")]
+impl LongPoll {
+    /// Waits until the dependency lets it go: "released".
+    #[rpc]
+    async fn wait(&self) -> String {
+        let notified = self.held.release.notified();
+        if !self.held.released.load(Ordering::SeqCst) {
+            notified.await;
+        }
+        "released".to_string()
+    }
+}
+
+#[tokio::test]
+async fn draining_ends_long_lived_work_before_the_drain_waits_for_it() {
+    let running = ServiceRunner::with_config(Config::new().set("drain_timeout", 60))
+        .service(LongPoll {
+            held: Held::default(),
+        })
+        .start()
+        .await
+        .unwrap();
+    let client: LongPollClient = running.client();
+    let waiting = tokio::spawn(async move { client.wait().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "the call returned before the stop");
+    // Without the hook the stop would wait the 60 s drain timeout, then
+    // kill the worker.
+    tokio::time::timeout(Duration::from_secs(10), running.stop())
+        .await
+        .expect("the stop waited for the held call instead of releasing it first");
+    assert_eq!(waiting.await.unwrap().unwrap(), "released");
 }
 
 struct Broken;
@@ -291,7 +349,10 @@ async fn a_dependency_that_fails_to_set_up_fails_the_start_and_names_itself() {
         "service `needs_db`: dependency `database` failed: connection refused"
     );
     // The service that had started is stopped again.
-    assert_eq!(recorder.take(), vec!["setup hooked", "start", "stop"]);
+    assert_eq!(
+        recorder.take(),
+        vec!["setup hooked", "start", "draining", "stop"]
+    );
 }
 
 #[tokio::test]

@@ -207,6 +207,11 @@ impl<S: Service> Container<S> {
     /// Stops taking work, drains the workers in flight, stops the dependencies.
     pub(crate) async fn stop(&self, mut serving: Serving) {
         self.stopping.cancel();
+        // Long-lived work (long polls, sockets) would hold the drain open
+        // until its timeout: the dependencies that hold it end it first.
+        for dep in self.service.dependencies() {
+            dep.draining().await;
+        }
         // No new work is routed here; work already routed is refused and
         // goes to another instance, or back to its queue.
         serving.stop().await;
