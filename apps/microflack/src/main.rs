@@ -39,7 +39,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (config, secret) = with_defaults(config_from_env());
+    let (mut config, secret) = with_defaults(config_from_env());
+    if services.contains(&"push")
+        && config
+            .get::<bool>("sticky_sessions")
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        // Socket.IO's long polling needs each client's requests on one
+        // instance: routers that follow the registry keep them there.
+        config = config.set("sticky_sessions", true);
+    }
     if secret == Secret::Generated {
         tracing::warn!(
             "JWT_SECRET_KEY is not set: generated a random one for this process \

@@ -40,10 +40,11 @@ pub const MAX_SOURCE: usize = 16 * 1024;
 /// is presumed gone).
 pub const STALE_AFTER: i64 = 30;
 
-const MIGRATIONS: &[Step] = &[Step {
-    version: 1,
-    description: "messages",
-    sqlite: "CREATE TABLE messages (
+const MIGRATIONS: &[Step] = &[
+    Step {
+        version: 1,
+        description: "messages",
+        sqlite: "CREATE TABLE messages (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
@@ -55,7 +56,7 @@ const MIGRATIONS: &[Step] = &[Step {
     );
     CREATE INDEX messages_updated_at ON messages (updated_at);
     CREATE INDEX messages_previews_due ON messages (previews_due);",
-    postgres: "CREATE TABLE messages (
+        postgres: "CREATE TABLE messages (
         id BIGSERIAL PRIMARY KEY,
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
@@ -67,7 +68,19 @@ const MIGRATIONS: &[Step] = &[Step {
     );
     CREATE INDEX messages_updated_at ON messages (updated_at);
     CREATE INDEX messages_previews_due ON messages (previews_due);",
-}];
+    },
+    Step {
+        version: 2,
+        description: "idempotent posts: the key a client picked for a post",
+        sqlite: "ALTER TABLE messages ADD COLUMN client_key TEXT;
+    CREATE UNIQUE INDEX messages_client_key ON messages (user_id, client_key);",
+        postgres: "ALTER TABLE messages ADD COLUMN client_key TEXT;
+    CREATE UNIQUE INDEX messages_client_key ON messages (user_id, client_key);",
+    },
+];
+
+/// The longest `client_key` a post may carry.
+pub const MAX_CLIENT_KEY: usize = 64;
 
 const COLUMNS: &str = "id, created_at, updated_at, source, html, user_id, revision";
 
@@ -141,6 +154,22 @@ impl From<ApiError> for MessagesError {
 #[derive(Deserialize)]
 struct NewMessage {
     source: Option<serde_json::Value>,
+    /// Makes a post idempotent: a post repeated with the same key (after
+    /// a lost acknowledgement, a cut connection) returns the message the
+    /// first one stored instead of storing it twice.
+    client_key: Option<serde_json::Value>,
+}
+
+fn valid_client_key(key: Option<serde_json::Value>) -> Api<Option<String>> {
+    match key {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(k)) if !k.is_empty() && k.len() <= MAX_CLIENT_KEY => {
+            Ok(Some(k))
+        }
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "`client_key` must be a string of 1 to {MAX_CLIENT_KEY} bytes"
+        ))),
+    }
 }
 
 fn valid_source(source: Option<serde_json::Value>) -> Api<String> {
@@ -214,7 +243,8 @@ impl Default for Messages {
 
 #[service(name = "messages", events = ["updated_model"])]
 impl Messages {
-    /// `POST /api/messages` `{"source": …}`: 201 with `Location`.
+    /// `POST /api/messages` `{"source": …, "client_key": …}`: 201 with
+    /// `Location`. `client_key` (optional) makes the post idempotent.
     #[http(POST, "/api/messages")]
     async fn create(
         &self,
@@ -223,9 +253,9 @@ impl Messages {
     ) -> Api<Response> {
         let claims = self.auth.required(&headers)?;
         let new: NewMessage = json_body(&crate::api::body(body)?)?;
-        let message = self
-            .insert(claims.user_id, valid_source(new.source)?)
-            .await?;
+        let source = valid_source(new.source)?;
+        let key = valid_client_key(new.client_key)?;
+        let message = self.insert(claims.user_id, source, key).await?;
         Ok(created(&message.url(), &message))
     }
 
@@ -316,11 +346,18 @@ impl Messages {
         Ok(StatusCode::NO_CONTENT.into_response())
     }
 
-    /// Over RPC, for the push service: posts a message for `user_id`.
+    /// Over RPC, for the push service: posts a message for `user_id`;
+    /// `client_key` as for `POST /api/messages`.
     #[rpc]
-    async fn post(&self, user_id: i64, source: String) -> Result<Message, MessagesError> {
+    async fn post(
+        &self,
+        user_id: i64,
+        source: String,
+        client_key: Option<String>,
+    ) -> Result<Message, MessagesError> {
         let source = valid_source(Some(serde_json::Value::String(source)))?;
-        Ok(self.insert(user_id, source).await?)
+        let key = valid_client_key(client_key.map(serde_json::Value::String))?;
+        Ok(self.insert(user_id, source, key).await?)
     }
 
     /// At start, then every 10 s: previews still due from a stopped
@@ -378,14 +415,36 @@ impl Messages {
             .transpose()
     }
 
-    /// Stores a new message, rendered; its previews follow.
-    async fn insert(&self, user_id: i64, source: String) -> Api<Message> {
+    /// The message `user_id` posted with `key`.
+    async fn find_by_key(&self, user_id: i64, key: &str) -> Result<Option<Message>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE user_id = $1 AND client_key = $2"
+        ))
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(self.db.pool()?)
+        .await?
+        .as_ref()
+        .map(Message::from_row)
+        .transpose()
+    }
+
+    /// Stores a new message, rendered; its previews follow. With a `key`
+    /// already used by `user_id`, the message stored then.
+    async fn insert(&self, user_id: i64, source: String, key: Option<String>) -> Api<Message> {
+        if let Some(key) = &key {
+            if let Some(stored) = self.find_by_key(user_id, key).await? {
+                return Ok(stored);
+            }
+        }
         let html = crate::render::render(&source);
         let due = i64::from(!crate::preview::links(&html).is_empty());
         let now = now();
         let row = sqlx::query(&format!(
-            "INSERT INTO messages (created_at, updated_at, source, html, user_id, revision, previews_due)
-             VALUES ($1, $2, $3, $4, $5, 0, $6) RETURNING {COLUMNS}"
+            "INSERT INTO messages
+                 (created_at, updated_at, source, html, user_id, revision, previews_due, client_key)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7)
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         ))
         .bind(now)
         .bind(now)
@@ -393,8 +452,17 @@ impl Messages {
         .bind(&html)
         .bind(user_id)
         .bind(due)
-        .fetch_one(self.db.pool()?)
+        .bind(key.as_deref())
+        .fetch_optional(self.db.pool()?)
         .await?;
+        let Some(row) = row else {
+            // The same key, posted at the same moment through another
+            // instance: that one stored it.
+            let key = key.as_deref().unwrap_or_default();
+            return self.find_by_key(user_id, key).await?.ok_or_else(|| {
+                ApiError::Unavailable("the message could not be stored; try again".into())
+            });
+        };
         let message = Message::from_row(&row)?;
         self.changed(&message).await;
         if due == 1 {

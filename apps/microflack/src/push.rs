@@ -5,9 +5,16 @@
 //! - `ping_user(token)`: marks the token's user online; a refused token gets
 //!   `expired_token` (to this socket only);
 //! - `post_message(data, token)`: posts `data.source` as the token's user;
-//!   the message comes back to everyone as `updated_model`;
+//!   the message comes back to everyone as `updated_model`. A client that
+//!   asks for an acknowledgement (the original's clients do not) gets the
+//!   stored message, or `{"error": …}`, so it knows its post landed; with
+//!   `data.client_key` it can resend a post it got no acknowledgement for
+//!   without storing it twice;
 //! - disconnect: the socket's user goes offline (unless another socket of
-//!   theirs is still connected here).
+//!   theirs is still connected here) — but not when this instance is
+//!   stopping: its sockets are closed after its deregistration, so clients
+//!   reconnect to another instance through the router, and their users stay
+//!   online.
 //!
 //! Every instance relays every `updated_model` of users and messages to its
 //! own sockets (broadcast event handlers), so any number of push instances
@@ -18,9 +25,11 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use shimeji::prelude::*;
-use socketioxide::extract::{Data, SocketRef};
+use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::socket::DisconnectReason;
 use socketioxide::SocketIo;
 use std::sync::Arc;
+use std::time::Duration;
 use tower::ServiceExt;
 
 use crate::auth::{Auth, Revocation};
@@ -50,6 +59,27 @@ impl SocketIoServer {
         if let Err(e) = self.io.emit(event, data).await {
             tracing::debug!(error = %e, "Socket.IO emit failed");
         }
+    }
+}
+
+/// How long a stopping instance waits for its sockets to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Dependency for SocketIoServer {
+    /// The instance is deregistered and routers send it nothing new: close
+    /// every socket (long polls included, which would hold the drain), so
+    /// each client reconnects to another instance.
+    fn draining(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let sockets = self.io.sockets().len();
+            if tokio::time::timeout(CLOSE_TIMEOUT, self.io.close())
+                .await
+                .is_err()
+            {
+                tracing::warn!("Socket.IO: sockets still open after {CLOSE_TIMEOUT:?}");
+            }
+            tracing::info!(sockets, "Socket.IO: closed this instance's sockets");
+        })
     }
 }
 
@@ -102,8 +132,9 @@ impl Handlers {
         }
     }
 
-    async fn post_message(self, socket: SocketRef, (data, token): (Value, Value)) {
+    async fn post_message(self, socket: SocketRef, (data, token): (Value, Value), ack: AckSender) {
         let Some(user_id) = self.user(&socket, Some(&token)) else {
+            let _ = ack.send(&serde_json::json!({ "error": "expired_token" }));
             return;
         };
         let source = data
@@ -111,12 +142,27 @@ impl Handlers {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        if let Err(e) = self.messages.post(user_id, source).await {
-            tracing::debug!(error = %e, "post_message refused");
-        }
+        // A client that resends a post it got no acknowledgement for sends
+        // the same key: it is stored once.
+        let key = data
+            .get("client_key")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        // Sent only when the client asked for an acknowledgement.
+        let _ = match self.messages.post(user_id, source, key).await {
+            Ok(message) => ack.send(&message),
+            Err(e) => {
+                tracing::debug!(error = %e, "post_message refused");
+                ack.send(&serde_json::json!({ "error": e.to_string() }))
+            }
+        };
     }
 
-    async fn disconnected(self, socket: SocketRef, io: SocketIo) {
+    async fn disconnected(self, socket: SocketRef, io: SocketIo, reason: DisconnectReason) {
+        if reason == DisconnectReason::ClosingServer {
+            // This instance is stopping: the client reconnects elsewhere.
+            return;
+        }
         let Some(SocketUser(user_id)) = socket.extensions.get::<SocketUser>() else {
             return;
         };
@@ -176,12 +222,14 @@ impl Default for Push {
                 let h = handlers.clone();
                 socket.on(
                     "post_message",
-                    move |s: SocketRef, Data(data): Data<(Value, Value)>| {
-                        h.clone().post_message(s, data)
+                    move |s: SocketRef, Data(data): Data<(Value, Value)>, ack: AckSender| {
+                        h.clone().post_message(s, data, ack)
                     },
                 );
                 let h = handlers;
-                socket.on_disconnect(move |s: SocketRef| h.clone().disconnected(s, io.clone()));
+                socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
+                    h.clone().disconnected(s, io.clone(), reason)
+                });
             }
         });
         Push {

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
 
-on_both!(messages, events);
+on_both!(messages, events, idempotent_posts);
 
 async fn messages(backend: Backend) {
     let data = Data::new(backend);
@@ -248,4 +248,82 @@ async fn events(backend: Backend) {
         "an edit is announced with its new HTML"
     );
     app.stop().await;
+}
+
+/// A post repeated with the same `client_key` (a resend after a lost
+/// acknowledgement) is stored once, also when the repeats race.
+async fn idempotent_posts(backend: Backend) {
+    let data = Data::new(backend);
+    let app = App::start(data.config()).await;
+    app.register("susan", "dog").await;
+    app.register("david", "cat").await;
+    let susan = app.login("susan", "dog").await;
+    let david = app.login("david", "cat").await;
+    let post = |token: String, body: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                "/api/messages",
+                Auth::Bearer(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+
+    let (status, _, first) =
+        post(susan.clone(), json!({"source": "once", "client_key": "k1"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, again) =
+        post(susan.clone(), json!({"source": "once", "client_key": "k1"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again["id"], first["id"], "a repeat stores nothing new");
+    // Another user's key space is their own; no key: a new message each time.
+    let (_, _, davids) = post(david.clone(), json!({"source": "once", "client_key": "k1"})).await;
+    assert_ne!(davids["id"], first["id"]);
+    let (_, _, plain1) = post(susan.clone(), json!({"source": "twice"})).await;
+    let (_, _, plain2) = post(susan.clone(), json!({"source": "twice"})).await;
+    assert_ne!(plain1["id"], plain2["id"]);
+
+    // Racing repeats: one message.
+    let racing = (0..8).map(|_| post(susan.clone(), json!({"source": "race", "client_key": "k2"})));
+    let answers = futures::future::join_all(racing).await;
+    let ids: std::collections::HashSet<_> = answers
+        .iter()
+        .map(|(status, _, body)| {
+            assert_eq!(*status, StatusCode::CREATED, "{body}");
+            body["id"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "racing repeats stored {} messages", ids.len());
+
+    let (_, list) = app.get("/api/messages?updated_since=0", Auth::None).await;
+    let sources: Vec<&str> = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources.iter().filter(|s| **s == "once").count(),
+        2,
+        "{sources:?}"
+    );
+    assert_eq!(
+        sources.iter().filter(|s| **s == "race").count(),
+        1,
+        "{sources:?}"
+    );
+
+    // A key that is not a short string: 400.
+    for bad in [json!(7), json!(""), json!("k".repeat(65))] {
+        let (status, _, body) =
+            post(susan.clone(), json!({"source": "x", "client_key": bad})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("client_key"),
+            "{body}"
+        );
+    }
 }
