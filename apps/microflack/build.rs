@@ -48,9 +48,9 @@ fn build() -> Result<(), String> {
     let bundle_path = client.join("dist/socket.io.esm.min.js");
     println!("cargo:rerun-if-changed={}", bundle_path.display());
 
-    let version = read(&client.join("package.json"))
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string()))?
-        ["version"]
+    let version = read(&client.join("package.json")).and_then(|text| {
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
+    })?["version"]
         .as_str()
         .ok_or("socket.io-client's package.json has no version")?
         .to_string();
