@@ -3,8 +3,12 @@
 //! pages allowed) and `tests/browser/chat.mjs` drives two or three users
 //! through it with playwright-core — over Socket.IO, and with the polling
 //! fallback (`NO_SOCKETIO`). Screenshots land in
-//! `<target>/browser-screenshots/<mode>/`.
+//! `<target>/browser-screenshots/<mode>/`. And, without a browser, the
+//! page's files as served: types, cache headers, the CSP, the polling flag.
 
+mod common;
+
+use common::{Backend, Data};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -165,4 +169,65 @@ async fn chat_over_socket_io() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_by_polling() {
     scenario("polling").await;
+}
+
+/// The page and its files over HTTP, with Socket.IO on and off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_the_page_and_its_files() {
+    let data = Data::new(Backend::Sqlite);
+    let app = common::App::start_services(data.config(), &["ui"]).await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.base)).send();
+    let page = get("/").await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    let csp = header(&page, "content-security-policy");
+    assert!(
+        csp.contains("script-src 'self' 'sha256-") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let html = page.text().await.expect("the page");
+    assert!(html.contains("<title>MicroFlack!</title>"));
+    assert!(html.contains(r#"data-socketio="true""#));
+    let bundle = html
+        .split('"')
+        .find(|s| s.starts_with("/static/vendor/socket.io-"))
+        .expect("the import map names the bundle")
+        .to_string();
+
+    for (path, kind, cache) in [
+        ("/static/app.js", "text/javascript", "no-cache"),
+        ("/static/views.js", "text/javascript", "no-cache"),
+        ("/static/styles.css", "text/css", "no-cache"),
+        (bundle.as_str(), "text/javascript", "immutable"),
+    ] {
+        let r = get(path).await.expect("a file");
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(header(&r, "content-type").starts_with(kind), "{path}");
+        assert!(header(&r, "cache-control").contains(cache), "{path}");
+        assert!(!r.text().await.unwrap_or_default().is_empty(), "{path}");
+    }
+    let missing = get("/static/nothing.js").await.expect("a 404");
+    assert_eq!(missing.status(), 404);
+    app.stop().await;
+
+    // NO_SOCKETIO: the page polls.
+    let app = common::App::start_services(data.config().set("NO_SOCKETIO", "1"), &["ui"]).await;
+    let html = app
+        .http
+        .get(format!("{}/", app.base))
+        .send()
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("the page");
+    assert!(html.contains(r#"data-socketio="false""#));
+    app.stop().await;
 }

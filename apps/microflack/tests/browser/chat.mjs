@@ -280,6 +280,19 @@ async function socketScenario() {
     await participant(david, "susan", "online").waitFor();
   });
 
+  await step("the message pane follows new messages to the bottom", async () => {
+    for (let i = 1; i <= 12; i += 1) {
+      await post(david, `line ${i} of a long story`);
+      await susan.page.locator("#message-list .body").getByText(`line ${i} of a long story`).waitFor();
+    }
+    const pane = await susan.page.evaluate(() => {
+      const el = document.getElementById("messages");
+      return { overflows: el.scrollHeight > el.clientHeight, gap: el.scrollHeight - el.scrollTop - el.clientHeight };
+    });
+    check(pane.overflows, "the messages overflow the pane");
+    check(pane.gap < 8, `the pane is ${pane.gap} px from the bottom`);
+  });
+
   await step("david reloads and is still signed in", async () => {
     const before = await david.page.locator("#message-list li").count();
     await david.page.reload({ timeout: WAIT });
