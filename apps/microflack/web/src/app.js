@@ -106,6 +106,9 @@ const live = polling
       setConnection("live", "Live");
       if (session) {
         live.ping(session.token);
+        // After a reload the server may see the old socket close after
+        // this ping (and mark the user offline): ping again shortly.
+        setTimeout(() => session && live.ping(session.token), 3_000);
       }
       // The first load, or the catch-up after a reconnect; retried while
       // the socket is up.
