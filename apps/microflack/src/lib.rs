@@ -33,13 +33,14 @@ pub const SERVICES: [&str; 5] = ["users", "tokens", "messages", "push", "ui"];
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:5000";
 
 /// The config keys MicroFlack reads from the environment, besides shimeji's.
-pub const ENV_KEYS: [&str; 6] = [
+pub const ENV_KEYS: [&str; 7] = [
     db::DATA_KEY,
     users::DATABASE_KEY,
     messages::DATABASE_KEY,
     tokens::DATABASE_KEY,
     auth::SECRET_KEY,
     preview::ALLOW_PRIVATE_KEY,
+    ui::NO_SOCKETIO_KEY,
 ];
 
 /// Why the service list is wrong.
@@ -76,7 +77,7 @@ pub fn add_services(mut runner: ServiceRunner, services: &[&str]) -> ServiceRunn
             "tokens" => runner.service(tokens::Tokens::default()),
             "messages" => runner.service(messages::Messages::default()),
             "push" => runner.service(push::Push::default()),
-            "ui" => runner.service(ui::Ui),
+            "ui" => runner.service(ui::Ui::default()),
             _ => runner,
         };
     }

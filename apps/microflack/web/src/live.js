@@ -1,0 +1,63 @@
+// Live updates, two ways: Socket.IO (`updated_model` pushed, `ping_user`,
+// `post_message`, `expired_token`), or polling the API every second when
+// the server says the page must do without Socket.IO.
+
+import { io } from "socket.io-client";
+import * as api from "./api.js";
+
+/** How often a signed-in page pings over Socket.IO (as the original). */
+export const PING_EVERY_MS = 30_000;
+/** How often the polling fallback asks for changes. */
+export const POLL_EVERY_MS = 1_000;
+
+/**
+ * Socket.IO. `hooks`: `connected()` (every connect, the first included),
+ * `disconnected(reason)`, `reconnecting(attempt)`, `model(event)`,
+ * `expired()`.
+ */
+export function socketLive(hooks) {
+  const socket = io({ reconnectionDelayMax: 5_000 });
+  socket.on("connect", () => hooks.connected());
+  socket.on("disconnect", (reason) => hooks.disconnected(reason));
+  socket.io.on("reconnect_attempt", (attempt) => hooks.reconnecting(attempt));
+  socket.on("updated_model", (event) => hooks.model(event));
+  socket.on("expired_token", () => hooks.expired());
+  return {
+    mode: "socketio",
+    isConnected: () => socket.connected,
+    ping(token) {
+      if (socket.connected) {
+        socket.emit("ping_user", token);
+      }
+    },
+    async post(source, token) {
+      if (!socket.connected) {
+        throw new api.ApiError(0, "not connected: wait for the connection to come back");
+      }
+      socket.emit("post_message", { source }, token);
+    },
+  };
+}
+
+/**
+ * Polling: `poll()` every POLL_EVERY_MS, one at a time. `hooks.connected`
+ * is called once, when polling starts.
+ */
+export function pollingLive(hooks, poll) {
+  const loop = async () => {
+    await poll();
+    setTimeout(loop, POLL_EVERY_MS);
+  };
+  queueMicrotask(() => {
+    hooks.connected();
+    setTimeout(loop, POLL_EVERY_MS);
+  });
+  return {
+    mode: "polling",
+    isConnected: () => true,
+    ping() {},
+    async post(source) {
+      await api.call("POST", "/api/messages", { body: { source } });
+    },
+  };
+}
