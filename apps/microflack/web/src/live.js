@@ -30,11 +30,27 @@ export function socketLive(hooks) {
         socket.emit("ping_user", token);
       }
     },
+    // Acknowledged: without an answer in 10 s (the connection was cut, the
+    // server instance stopped) the post is sent again with the same
+    // client_key, which the server stores once.
     async post(source, token) {
       if (!socket.connected) {
         throw new api.ApiError(0, "not connected: wait for the connection to come back");
       }
-      socket.emit("post_message", { source }, token);
+      const data = { source, client_key: clientKey() };
+      for (let attempt = 0; attempt < 5; attempt += 1) {
+        let reply;
+        try {
+          reply = await socket.timeout(10_000).emitWithAck("post_message", data, token);
+        } catch {
+          continue;
+        }
+        if (reply && reply.error) {
+          throw new api.ApiError(400, reply.error);
+        }
+        return reply;
+      }
+      throw new api.ApiError(0, "no answer from the server");
     },
   };
 }
@@ -56,8 +72,26 @@ export function pollingLive(hooks, poll) {
     mode: "polling",
     isConnected: () => true,
     ping() {},
+    // A post cut on its way is sent again with the same client_key.
     async post(source) {
-      await api.call("POST", "/api/messages", { body: { source } });
+      const body = { source, client_key: clientKey() };
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          return await api.call("POST", "/api/messages", { body });
+        } catch (e) {
+          const retry = e.status === 0 || e.status === 502 || e.status === 503;
+          if (!retry || attempt >= 3) {
+            throw e;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 500 * (attempt + 1)));
+        }
+      }
     },
   };
+}
+
+/** A random key that makes one post idempotent. */
+function clientKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
