@@ -28,6 +28,7 @@ use shimeji::prelude::*;
 use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::socket::DisconnectReason;
 use socketioxide::SocketIo;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
@@ -46,6 +47,44 @@ struct SocketUser(i64);
 pub struct SocketIoServer {
     serve: Arc<dyn Fn(Request) -> BoxFuture<'static, Response> + Send + Sync>,
     io: SocketIo,
+    posting: Arc<InFlight>,
+}
+
+/// Posts being handled: a stopping instance lets them finish (and
+/// acknowledge) before it closes the sockets.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One post in flight, until dropped.
+struct Posting(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Posting {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Posting(self.clone())
+    }
+
+    /// Waits until no post is in flight.
+    async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for Posting {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl SocketIoServer {
@@ -68,10 +107,18 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 impl Dependency for SocketIoServer {
     /// The instance is deregistered and routers send it nothing new: close
     /// every socket (long polls included, which would hold the drain), so
-    /// each client reconnects to another instance.
+    /// each client reconnects to another instance — once the posts in
+    /// flight are stored and acknowledged, so their clients need not send
+    /// them again.
     fn draining(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let sockets = self.io.sockets().len();
+            if tokio::time::timeout(CLOSE_TIMEOUT, self.posting.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!("Socket.IO: posts still in flight after {CLOSE_TIMEOUT:?}");
+            }
             if tokio::time::timeout(CLOSE_TIMEOUT, self.io.close())
                 .await
                 .is_err()
@@ -95,6 +142,7 @@ fn arguments(data: Value) -> Vec<Value> {
 /// What the Socket.IO handlers use, cloned into each.
 #[derive(Clone)]
 struct Handlers {
+    posting: Arc<InFlight>,
     auth: Auth,
     users: UsersClient,
     messages: MessagesClient,
@@ -133,6 +181,7 @@ impl Handlers {
     }
 
     async fn post_message(self, socket: SocketRef, (data, token): (Value, Value), ack: AckSender) {
+        let _posting = self.posting.enter();
         let Some(user_id) = self.user(&socket, Some(&token)) else {
             let _ = ack.send(&serde_json::json!({ "error": "expired_token" }));
             return;
@@ -205,7 +254,9 @@ impl Default for Push {
                 }
             })
         });
+        let posting = Arc::new(InFlight::default());
         let handlers = Handlers {
+            posting: posting.clone(),
             auth: auth.clone(),
             users: users.clone(),
             messages: messages.clone(),
@@ -237,7 +288,7 @@ impl Default for Push {
             users,
             messages,
             tokens: TokensClient::default(),
-            socket_io: SocketIoServer { serve, io },
+            socket_io: SocketIoServer { serve, io, posting },
         }
     }
 }
