@@ -215,14 +215,25 @@ impl Handlers {
         let Some(SocketUser(user_id)) = socket.extensions.get::<SocketUser>() else {
             return;
         };
-        let others = io.sockets().into_iter().any(|s| {
-            s.id != socket.id
-                && s.extensions
-                    .get::<SocketUser>()
-                    .is_some_and(|u| u.0 == user_id)
-        });
-        if !others {
-            if let Err(e) = self.users.sign_out(user_id).await {
+        let others = || {
+            io.sockets().into_iter().any(|s| {
+                s.id != socket.id
+                    && s.extensions
+                        .get::<SocketUser>()
+                        .is_some_and(|u| u.0 == user_id)
+            })
+        };
+        if others() {
+            return;
+        }
+        if let Err(e) = self.users.sign_out(user_id).await {
+            tracing::warn!(error = %e, "disconnect: users unavailable");
+            return;
+        }
+        // A page reloaded: its new socket may have pinged while the sign-out
+        // was on its way, and the sign-out landed last. Online again.
+        if others() {
+            if let Err(e) = self.users.ping(user_id).await {
                 tracing::warn!(error = %e, "disconnect: users unavailable");
             }
         }
