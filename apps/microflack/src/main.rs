@@ -13,7 +13,8 @@ use microflack::{add_services, config_from_env, parse_services, with_defaults, S
 /// MESSAGES_DATABASE_URL, TOKENS_DATABASE_URL (sqlite:// or postgres://),
 /// JWT_SECRET_KEY (unset: a random one per start), AMQP_URI (services in
 /// other processes find each other over RabbitMQ), REGISTRY,
-/// LINK_PREVIEWS_ALLOW_PRIVATE.
+/// LINK_PREVIEWS_ALLOW_PRIVATE, NO_SOCKETIO (the page polls instead of
+/// using Socket.IO).
 #[derive(Debug, Parser)]
 #[command(name = "microflack", version)]
 struct Args {

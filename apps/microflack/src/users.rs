@@ -140,6 +140,13 @@ fn valid_nickname(nickname: &str) -> Api<String> {
             "the nickname is longer than {MAX_NICKNAME} characters"
         )));
     }
+    if nickname.contains(':') {
+        // Basic auth (`POST /api/tokens`) splits at the first colon: such a
+        // user could never sign in.
+        return Err(ApiError::BadRequest(
+            "the nickname cannot contain `:`".into(),
+        ));
+    }
     if nickname.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(
             "the nickname has control characters".into(),

@@ -49,6 +49,8 @@ async fn users(backend: Backend) {
         json!({"nickname": "d", "password": ""}),
         json!({"nickname": "x".repeat(33), "password": "x"}),
         json!({"nickname": "y", "password": "x".repeat(129)}),
+        // Basic auth could never carry it.
+        json!({"nickname": "a:b", "password": "x"}),
     ] {
         let (status, _, body) = app
             .call(Method::POST, "/api/users", Auth::None, Some(bad.clone()))
