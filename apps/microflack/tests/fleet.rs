@@ -85,6 +85,17 @@ fn every_service_rolls_under_socket_io_load_with_nothing_failed_or_lost() {
             break Some(status);
         }
         if std::time::Instant::now() > deadline {
+            // SIGTERM first: the script's exit trap stops the fleet (its
+            // processes run detached and would outlive a SIGKILL).
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            for _ in 0..600 {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = child.kill();
             let _ = child.wait();
             break None;
