@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod db;
+pub mod list_cache;
 pub mod messages;
 pub mod preview;
 pub mod push;
@@ -33,10 +34,11 @@ pub const SERVICES: [&str; 5] = ["users", "tokens", "messages", "push", "ui"];
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:5000";
 
 /// The config keys MicroFlack reads from the environment, besides shimeji's.
-pub const ENV_KEYS: [&str; 6] = [
+pub const ENV_KEYS: [&str; 7] = [
     db::DATA_KEY,
     users::DATABASE_KEY,
     messages::DATABASE_KEY,
+    list_cache::MAX_AGE_KEY,
     tokens::DATABASE_KEY,
     auth::SECRET_KEY,
     preview::ALLOW_PRIVATE_KEY,
