@@ -5,12 +5,13 @@
 #   1. idle RSS of the whole app, after start and after the load below
 #   2. GET /api/messages with 50 messages: wrk -t2 -cCONNECTIONS -dSECONDS
 #   3. post -> updated_model received by CLIENTS Socket.IO clients
-#      (bench/microflack/fanout.js, socket.io-client 4): p50/p99/max
+#      (bench/microflack/fanout.js, socket.io-client 4): p50/p99/max, after
+#      WARMUP posts not counted (their max is printed apart)
 #
-#   bash bench/microflack/run.sh [SECONDS] [CONNECTIONS] [CLIENTS] [POSTS]
+#   bash bench/microflack/run.sh [SECONDS] [CONNECTIONS] [CLIENTS] [POSTS] [WARMUP]
 #
-# Defaults: 10 s, 16 connections, 100 clients, 50 posts. Needs wrk, curl,
-# python3 and Node.js with the test clients installed
+# Defaults: 10 s, 16 connections, 100 clients, 50 posts, 5 warm-up posts.
+# Needs wrk, curl, python3 and Node.js with the test clients installed
 # (bash apps/microflack/tests/client/install.sh). Builds `microflack` in
 # release mode first (MICROFLACK_BIN names a binary already built).
 # Everything it started is stopped when it ends.
@@ -21,6 +22,7 @@ seconds=${1:-10}
 connections=${2:-16}
 clients=${3:-100}
 posts=${4:-50}
+warmup=${5:-5}
 
 for tool in wrk curl python3 node; do
   command -v "$tool" >/dev/null || {
@@ -78,8 +80,8 @@ echo "GET /api/messages (wrk -t2 -c$connections -d${seconds}s): $(awk '/Requests
   "p50 $(awk '$1 == "50%" {print $2}' <<<"$out"), p99 $(awk '$1 == "99%" {print $2}' <<<"$out")," \
   "non-2xx $(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)"
 
-echo "post -> updated_model, $clients clients, $posts posts:"
-NODE_PATH="$PWD/apps/microflack/tests/client/node_modules" node bench/microflack/fanout.js "$base" "$token" "$clients" "$posts"
+echo "post -> updated_model, $clients clients, $posts posts ($warmup warm-up posts before):"
+NODE_PATH="$PWD/apps/microflack/tests/client/node_modules" node bench/microflack/fanout.js "$base" "$token" "$clients" "$posts" "$warmup"
 
 sleep 2
 echo "RSS after the load, idle again: $(rss)"

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod db;
+pub mod list_cache;
 pub mod messages;
 pub mod preview;
 pub mod push;
@@ -37,6 +38,7 @@ pub const ENV_KEYS: [&str; 7] = [
     db::DATA_KEY,
     users::DATABASE_KEY,
     messages::DATABASE_KEY,
+    list_cache::MAX_AGE_KEY,
     tokens::DATABASE_KEY,
     auth::SECRET_KEY,
     preview::ALLOW_PRIVATE_KEY,

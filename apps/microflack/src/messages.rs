@@ -8,7 +8,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::api::{created, int_query, json_body, now, path_id, Api, ApiError};
 use crate::auth::{Auth, Revocation};
 use crate::db::{Database, Step};
+use crate::list_cache::{ListCache, Lookup, Snapshot};
 use crate::preview::{Previewer, ALLOW_PRIVATE_KEY};
 use crate::tokens::TokensClient;
 
@@ -82,6 +83,7 @@ const MIGRATIONS: &[Step] = &[
 /// The longest `client_key` a post may carry.
 pub const MAX_CLIENT_KEY: usize = 64;
 
+/// The columns of a [`Message`], in the order `Message::from_row` reads them.
 const COLUMNS: &str = "id, created_at, updated_at, source, html, user_id, revision";
 
 /// A message as the API shows it.
@@ -107,22 +109,42 @@ pub struct Message {
 }
 
 impl Message {
-    fn from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
-        let id: i64 = row.try_get("id")?;
-        let user_id: i64 = row.try_get("user_id")?;
-        Ok(Message {
+    /// A message with its links.
+    pub(crate) fn new(
+        id: i64,
+        created_at: i64,
+        updated_at: i64,
+        source: String,
+        html: String,
+        user_id: i64,
+        revision: i64,
+    ) -> Message {
+        Message {
             id,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            source: row.try_get("source")?,
-            html: row.try_get("html")?,
+            created_at,
+            updated_at,
+            source,
+            html,
             user_id,
             links: HashMap::from([
                 ("self".to_string(), format!("/api/messages/{id}")),
                 ("user".to_string(), format!("/api/users/{user_id}")),
             ]),
-            revision: row.try_get("revision")?,
-        })
+            revision,
+        }
+    }
+
+    /// A row of [`COLUMNS`], read by position.
+    fn from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
+        Ok(Message::new(
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+            row.try_get(5)?,
+            row.try_get(6)?,
+        ))
     }
 
     /// Its URL.
@@ -227,6 +249,7 @@ pub struct Messages {
     events: EventDispatcher,
     tokens: TokensClient,
     previews: Previews,
+    list: ListCache,
 }
 
 impl Default for Messages {
@@ -237,6 +260,7 @@ impl Default for Messages {
             events: EventDispatcher::default(),
             tokens: TokensClient::default(),
             previews: Previews::default(),
+            list: ListCache::default(),
         }
     }
 }
@@ -260,34 +284,34 @@ impl Messages {
     }
 
     /// `GET /api/messages?updated_since=&user_id=`: at most a day back,
-    /// oldest change first.
+    /// oldest change first; answered from the [`ListCache`].
     #[http(GET, "/api/messages")]
     async fn list(
         &self,
         headers: HeaderMap,
         Query(query): Query<HashMap<String, String>>,
-    ) -> Api<Json<serde_json::Value>> {
+    ) -> Api<Response> {
         self.auth.optional(&headers)?;
-        let since = int_query(&query, "updated_since")?
-            .unwrap_or(0)
-            .max(now() - WINDOW);
+        let floor = now() - WINDOW;
+        let since = int_query(&query, "updated_since")?.unwrap_or(0).max(floor);
         let user_id = int_query(&query, "user_id")?;
-        let mut sql = format!("SELECT {COLUMNS} FROM messages WHERE updated_at >= $1");
-        if user_id.is_some() {
-            sql.push_str(" AND user_id = $2");
-        }
-        sql.push_str(" ORDER BY updated_at ASC, id ASC");
-        let mut q = sqlx::query(&sql).bind(since);
-        if let Some(user_id) = user_id {
-            q = q.bind(user_id);
-        }
-        let messages = q
-            .fetch_all(self.db.pool()?)
-            .await?
-            .iter()
-            .map(Message::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Json(json!({ "messages": messages })))
+        let body = match self.list.lookup(since, user_id) {
+            Lookup::Hit(body) => body,
+            Lookup::Load(ticket) => {
+                let messages = self.select(floor, None).await?;
+                self.list
+                    .store(ticket, floor, &messages)
+                    .map_err(ApiError::internal)?
+                    .answer(since, user_id)
+            }
+            Lookup::Direct => {
+                let messages = self.select(since, user_id).await?;
+                Snapshot::new(since, &messages)
+                    .map_err(ApiError::internal)?
+                    .answer(since, None)
+            }
+        };
+        Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
     }
 
     /// `GET /api/messages/{id}`.
@@ -390,6 +414,13 @@ impl Messages {
         }
     }
 
+    /// A message changed, in this instance or in another one sharing the
+    /// database: the cached list is stale.
+    #[event_handler("messages", "updated_model", handler_type = "broadcast")]
+    async fn message_changed(&self, _event: serde::de::IgnoredAny) {
+        self.list.clear();
+    }
+
     /// A token was revoked: every instance learns it at once.
     #[event_handler("tokens", "token_revoked", handler_type = "broadcast")]
     async fn token_revoked(&self, revocation: Revocation) {
@@ -405,6 +436,25 @@ impl Messages {
 }
 
 impl Messages {
+    /// The messages updated at `since` or later (of `user_id`, if given),
+    /// in list order.
+    async fn select(&self, since: i64, user_id: Option<i64>) -> Result<Vec<Message>, sqlx::Error> {
+        let mut sql = format!("SELECT {COLUMNS} FROM messages WHERE updated_at >= $1");
+        if user_id.is_some() {
+            sql.push_str(" AND user_id = $2");
+        }
+        sql.push_str(" ORDER BY updated_at ASC, id ASC");
+        let mut q = sqlx::query(&sql).bind(since);
+        if let Some(user_id) = user_id {
+            q = q.bind(user_id);
+        }
+        q.fetch_all(self.db.pool()?)
+            .await?
+            .iter()
+            .map(Message::from_row)
+            .collect()
+    }
+
     async fn find(&self, id: i64) -> Result<Option<Message>, sqlx::Error> {
         sqlx::query(&format!("SELECT {COLUMNS} FROM messages WHERE id = $1"))
             .bind(id)
@@ -477,6 +527,7 @@ impl Messages {
             db: self.db.clone(),
             events: self.events.clone(),
             previews: self.previews.clone(),
+            list: self.list.clone(),
         };
         shimeji::spawn(async move { this.run(message).await });
     }
@@ -486,17 +537,21 @@ impl Messages {
             db: self.db.clone(),
             events: self.events.clone(),
             previews: self.previews.clone(),
+            list: self.list.clone(),
         }
         .run(message)
         .await
     }
 
     async fn changed(&self, message: &Message) {
-        announce(&self.events, message).await;
+        announce(&self.events, &self.list, message).await;
     }
 }
 
-async fn announce(events: &EventDispatcher, message: &Message) {
+/// A message was written: the cached list is cleared, then
+/// `updated_model` dispatched (before the write is acknowledged).
+async fn announce(events: &EventDispatcher, list: &ListCache, message: &Message) {
+    list.clear();
     let event = json!({ "class": "Message", "model": message });
     if let Err(e) = events.dispatch("updated_model", event).await {
         tracing::warn!(error = %e, "could not dispatch updated_model");
@@ -508,6 +563,7 @@ struct PreviewJob {
     db: Database,
     events: EventDispatcher,
     previews: Previews,
+    list: ListCache,
 }
 
 impl PreviewJob {
@@ -544,7 +600,7 @@ impl PreviewJob {
             .and_then(|row| row.as_ref().map(Message::from_row).transpose())
         };
         match result {
-            Ok(Some(updated)) => announce(&self.events, &updated).await,
+            Ok(Some(updated)) => announce(&self.events, &self.list, &updated).await,
             Ok(None) => {}
             Err(e) => tracing::warn!(message = message.id, error = %e, "cannot store previews"),
         }
