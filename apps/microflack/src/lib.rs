@@ -34,7 +34,7 @@ pub const SERVICES: [&str; 5] = ["users", "tokens", "messages", "push", "ui"];
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:5000";
 
 /// The config keys MicroFlack reads from the environment, besides shimeji's.
-pub const ENV_KEYS: [&str; 7] = [
+pub const ENV_KEYS: [&str; 8] = [
     db::DATA_KEY,
     users::DATABASE_KEY,
     messages::DATABASE_KEY,

@@ -14,7 +14,8 @@ use microflack::{add_services, config_from_env, parse_services, with_defaults, S
 /// JWT_SECRET_KEY (unset: a random one per start), AMQP_URI (services in
 /// other processes find each other over RabbitMQ), REGISTRY,
 /// LINK_PREVIEWS_ALLOW_PRIVATE, NO_SOCKETIO (the page polls instead of
-/// using Socket.IO).
+/// using Socket.IO), MESSAGES_LIST_CACHE_MS (the messages list's cache: its
+/// longest age, default 1000; 0 turns it off).
 #[derive(Debug, Parser)]
 #[command(name = "microflack", version)]
 struct Args {
