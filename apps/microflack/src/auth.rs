@@ -65,6 +65,7 @@ pub struct Auth {
     keys: Arc<OnceLock<Keys>>,
     revoked: Arc<RwLock<HashMap<String, i64>>>,
     synced_at: Arc<Mutex<Option<Instant>>>,
+    synced: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -147,6 +148,7 @@ impl Auth {
             revoked.insert(r.signature.clone(), r.expires_at);
         }
         *self.synced_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.synced.notify_waiters();
     }
 
     /// Whether the whole list should be loaded again: never loaded, or
@@ -175,6 +177,21 @@ impl Auth {
 }
 
 impl Dependency for Auth {
+    /// Ready once the revocation list was loaded (the service's eager timer
+    /// loads it at start), so an instance started after a revocation does
+    /// not register — and take requests through a router — before it knows.
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            loop {
+                let synced = self.synced.notified();
+                if !self.sync_due(Duration::MAX) {
+                    return;
+                }
+                synced.await;
+            }
+        })
+    }
+
     fn setup<'a>(&'a self, ctx: &'a SetupContext) -> BoxFuture<'a, Result<(), DependencyError>> {
         Box::pin(async move {
             if self.keys.get().is_some() {

@@ -63,8 +63,9 @@ async fn services_in_separate_runners(backend: Backend) {
     let vhost = Vhost::new();
     let data = Data::new(backend);
     let config = data.config().set("AMQP_URI", vhost.uri());
-    let users = App::start_services(config.clone(), &["users"]).await;
+    // tokens first: the others are ready once they loaded its revocations.
     let tokens = App::start_services(config.clone(), &["tokens", "ui"]).await;
+    let users = App::start_services(config.clone(), &["users"]).await;
     let messages = App::start_services(config.clone(), &["messages"]).await;
     let push = App::start_services(config.clone(), &["push"]).await;
 

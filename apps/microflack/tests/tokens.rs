@@ -71,8 +71,14 @@ async fn revocation(backend: Backend) {
         .call(Method::DELETE, "/api/tokens", Auth::Bearer(&token), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    // Every service refuses it at once; the other token still works.
+    // Every service refuses it within a second (the revocation reaches the
+    // others by an event); the other token still works.
     for path in ["/api/users", "/api/messages"] {
+        let refused = eventually(Duration::from_secs(1), || async {
+            app.get(path, Auth::Bearer(&token)).await.0 == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(refused, "{path} still accepts the revoked token after 1 s");
         let (status, body) = app.get(path, Auth::Bearer(&token)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(body, json!({"error": "authentication required"}));

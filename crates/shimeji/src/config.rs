@@ -1,7 +1,9 @@
 //! Configuration: Nameko's keys with Nameko's names, plus a service's own.
 //!
 //! Known keys: `AMQP_URI`, `max_workers` (10), `parent_calls_tracked` (10),
-//! `rpc_timeout` (seconds, 30), `drain_timeout` (seconds, 30), `HEARTBEAT`,
+//! `rpc_timeout` (seconds, 30), `drain_timeout` (seconds, 30),
+//! `ready_timeout` (seconds, 10: how long the start waits for dependencies
+//! to be [ready](crate::Dependency::ready)), `HEARTBEAT`,
 //! `rpc_exchange`, `max_message_size`, `WEB_SERVER_ADDRESS`, `max_body_size`,
 //! `METRICS_ADDRESS` (where `/metrics` and `/health/*` are served; unset,
 //! no metrics are recorded), `LOGGING`, and the WebSocket hub's
@@ -57,6 +59,9 @@ pub const DEFAULT_MAX_WORKERS: usize = 10;
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a stopping service waits for its workers.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a start waits for the dependencies to be ready, by default.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `registry_ttl`: the lease of an instance's registration.
 pub const DEFAULT_REGISTRY_TTL: Duration = Duration::from_secs(10);
 /// Default `deregister_timeout`: how long a stopping instance waits for the
@@ -160,6 +165,7 @@ impl Config {
             "parent_calls_tracked",
             "rpc_timeout",
             "drain_timeout",
+            "ready_timeout",
             "REGISTRY",
             "registry_ttl",
             "instance_id",
@@ -272,7 +278,7 @@ impl Config {
                 });
             }
         }
-        for key in ["rpc_timeout", "drain_timeout"] {
+        for key in ["rpc_timeout", "drain_timeout", "ready_timeout"] {
             if let Some(s) = self.get::<f64>(key)? {
                 if !(s.is_finite() && s > 0.0) {
                     return Err(ConfigError {
@@ -344,6 +350,12 @@ impl Config {
     /// `drain_timeout`: how long a stopping service waits for its workers (default 30 s).
     pub fn drain_timeout(&self) -> Duration {
         seconds(self.get("drain_timeout").ok().flatten()).unwrap_or(DEFAULT_DRAIN_TIMEOUT)
+    }
+
+    /// `ready_timeout`: how long a start waits for every dependency to be
+    /// [ready](crate::Dependency::ready) before it serves anyway (default 10 s).
+    pub fn ready_timeout(&self) -> Duration {
+        seconds(self.get("ready_timeout").ok().flatten()).unwrap_or(DEFAULT_READY_TIMEOUT)
     }
 
     /// `registry_ttl`: the lease of an instance's registration, in whole

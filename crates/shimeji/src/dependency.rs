@@ -184,6 +184,36 @@ pub trait Dependency: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
+    /// Resolves once the dependency can serve — a cache loaded from another
+    /// service, say, which the service's timers or handlers fill. The
+    /// runner waits for it (at most `ready_timeout`, default 10 s, then it
+    /// warns and goes on) after every service has started and before
+    /// `/health/ready` answers 200 and the instance registers, so routers
+    /// send it nothing before.
+    ///
+    /// ```
+    /// use shimeji::prelude::*;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// #[derive(Default)]
+    /// struct Blocklist { loaded: AtomicBool, load: tokio::sync::Notify }
+    ///
+    /// impl Dependency for Blocklist {
+    ///     fn ready(&self) -> BoxFuture<'_, ()> {
+    ///         Box::pin(async move {
+    ///             loop {
+    ///                 let loaded = self.load.notified();
+    ///                 if self.loaded.load(Ordering::SeqCst) { return; }
+    ///                 loaded.await;
+    ///             }
+    ///         })
+    ///     }
+    /// }
+    /// ```
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Called once when the service begins to stop, before its workers
     /// drain: the instance no longer receives new work (routers have
     /// applied its deregistration). End here what holds a worker or a
@@ -243,6 +273,10 @@ impl<T: Dependency + ?Sized> Dependency for Arc<T> {
         (**self).start()
     }
 
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        (**self).ready()
+    }
+
     fn draining(&self) -> BoxFuture<'_, ()> {
         (**self).draining()
     }
@@ -281,6 +315,13 @@ impl<T: Dependency> Dependency for Option<T> {
         match self {
             Some(dep) => dep.start(),
             None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        match self {
+            Some(dep) => dep.ready(),
+            None => Box::pin(async {}),
         }
     }
 

@@ -370,3 +370,83 @@ async fn a_bad_config_value_fails_the_start_with_the_key_named() {
         .expect("start must fail");
     assert!(err.to_string().contains("max_workers"), "{err}");
 }
+
+/// Ready once its eager timer has filled it, as a cache loaded from
+/// another service would be.
+#[derive(Default)]
+struct Filled {
+    filled: std::sync::atomic::AtomicBool,
+    fill: tokio::sync::Notify,
+    never: bool,
+}
+
+impl Dependency for Filled {
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            loop {
+                let filled = self.fill.notified();
+                if self.filled.load(Ordering::SeqCst) && !self.never {
+                    return;
+                }
+                filled.await;
+            }
+        })
+    }
+}
+
+#[derive(Dependencies)]
+struct Cached {
+    cache: Filled,
+}
+
+#[service(name = "cached")]
+impl Cached {
+    #[timer(interval = "60s", eager = true)]
+    async fn fill(&self) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.cache.filled.store(true, Ordering::SeqCst);
+        self.cache.fill.notify_waiters();
+    }
+
+    #[rpc]
+    async fn filled(&self) -> bool {
+        self.cache.filled.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn the_start_waits_until_every_dependency_is_ready() {
+    let running = ServiceRunner::with_config(Config::new())
+        .service(Cached {
+            cache: Filled::default(),
+        })
+        .start()
+        .await
+        .unwrap();
+    // Ready (and so registered, and 200 on /health/ready) only once filled.
+    assert!(running.health().readiness().ready);
+    let client: CachedClient = running.client();
+    assert!(
+        client.filled().await.unwrap(),
+        "the start returned before the dependency was ready"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_dependency_never_ready_delays_the_start_by_ready_timeout_only() {
+    let running = ServiceRunner::with_config(Config::new().set("ready_timeout", 0.5))
+        .service(Cached {
+            cache: Filled {
+                never: true,
+                ..Filled::default()
+            },
+        })
+        .start();
+    let running = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the start waited past ready_timeout")
+        .unwrap();
+    assert!(running.health().readiness().ready);
+    running.stop().await;
+}

@@ -204,6 +204,13 @@ impl<S: Service> Container<S> {
         Ok(serving)
     }
 
+    /// Resolves once every dependency is ready.
+    pub(crate) async fn ready(&self) {
+        for dep in self.service.dependencies() {
+            dep.ready().await;
+        }
+    }
+
     /// Stops taking work, drains the workers in flight, stops the dependencies.
     pub(crate) async fn stop(&self, mut serving: Serving) {
         self.stopping.cancel();

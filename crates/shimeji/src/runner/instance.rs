@@ -24,6 +24,9 @@ pub(super) trait Pending: Send {
 
 /// A service instance that started.
 pub(super) trait Started: Send {
+    /// Resolves once its dependencies are ready.
+    fn ready(&self) -> BoxFuture<'static, ()>;
+
     /// Stops it: no new work, drain, stop its dependencies.
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
@@ -65,6 +68,11 @@ struct Running<S: Service> {
 }
 
 impl<S: Service> Started for Running<S> {
+    fn ready(&self) -> BoxFuture<'static, ()> {
+        let container = self.container.clone();
+        Box::pin(async move { container.ready().await })
+    }
+
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
         let Running { container, serving } = *self;
         Box::pin(async move { container.stop(serving).await })

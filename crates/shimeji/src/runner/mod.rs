@@ -248,6 +248,15 @@ impl RunningServices {
             instances.push(instance.start(shared, &values, extensions).await?);
         }
         extensions.start(shared).await?;
+        // Dependencies that fill from other services (which may have just
+        // started) are ready before the instance says it is.
+        let timeout = shared.config.ready_timeout();
+        let ready = futures::future::join_all(instances.iter().map(|i| i.ready()));
+        if tokio::time::timeout(timeout, ready).await.is_err() {
+            tracing::warn!(
+                "some dependencies were not ready after {timeout:?} (ready_timeout): serving anyway"
+            );
+        }
         shared.health.set_stage(Stage::Serving);
         Ok(())
     }
