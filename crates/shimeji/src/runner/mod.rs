@@ -30,8 +30,9 @@
 //!
 //! # Registry, and the order of a stop
 //!
-//! Once every service started and the servers listen, the runner registers
-//! each service in the [service registry](crate::registry): the one
+//! Once every service started, the servers listen and every dependency is
+//! [ready](crate::Dependency::ready) (at most `ready_timeout`), the runner
+//! registers each service in the [service registry](crate::registry): the one
 //! `REGISTRY` names (`etcd://host:2379[,…]`, feature `etcd`), the one given
 //! with [`ServiceRunner::registry`], or else an in-process one. Its record
 //! names the HTTP address and the routes of the service's `#[http]`
@@ -47,7 +48,9 @@
 //!    none reports; the web server still serves meanwhile;
 //! 4. the web server stops accepting, finishes the requests in flight and
 //!    closes idle keep-alive connections;
-//! 5. the services drain their workers (`drain_timeout`) and stop.
+//! 5. each service's dependencies end their long-lived work
+//!    ([`draining`](crate::Dependency::draining): long polls, sockets), then
+//!    the services drain their workers (`drain_timeout`) and stop.
 //!
 //! | key | default | what |
 //! |---|---|---|
@@ -58,6 +61,7 @@
 //! | `registry_advertise_address` | the web server's address (host name when it listens on every interface) | the `host:port` routers send requests to |
 //! | `sticky_sessions` | false | asks routers to keep each client on one instance |
 //! | `deregister_timeout` | 5 | seconds a stopping instance waits for the routers |
+//! | `ready_timeout` | 10 | seconds the start waits for dependencies to be ready |
 //! | `deregister_delay` | 2 on etcd, 0 in process | seconds it waits when no router reports |
 
 use std::sync::Arc;
