@@ -456,27 +456,30 @@ impl Messages {
     }
 
     async fn find(&self, id: i64) -> Result<Option<Message>, sqlx::Error> {
-        sqlx::query(&format!("SELECT {COLUMNS} FROM messages WHERE id = $1"))
-            .bind(id)
+        self.find_one(
+            sqlx::query(&format!("SELECT {COLUMNS} FROM messages WHERE id = $1")).bind(id),
+        )
+        .await
+    }
+
+    /// The message `user_id` posted with `key`.
+    async fn find_by_key(&self, user_id: i64, key: &str) -> Result<Option<Message>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM messages WHERE user_id = $1 AND client_key = $2");
+        self.find_one(sqlx::query(&sql).bind(user_id).bind(key))
+            .await
+    }
+
+    /// The message `query` selects ([`COLUMNS`]), if any.
+    async fn find_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Option<Message>, sqlx::Error> {
+        query
             .fetch_optional(self.db.pool()?)
             .await?
             .as_ref()
             .map(Message::from_row)
             .transpose()
-    }
-
-    /// The message `user_id` posted with `key`.
-    async fn find_by_key(&self, user_id: i64, key: &str) -> Result<Option<Message>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE user_id = $1 AND client_key = $2"
-        ))
-        .bind(user_id)
-        .bind(key)
-        .fetch_optional(self.db.pool()?)
-        .await?
-        .as_ref()
-        .map(Message::from_row)
-        .transpose()
     }
 
     /// Stores a new message, rendered; its previews follow. With a `key`

@@ -47,37 +47,24 @@ struct Asset {
     body: &'static str,
 }
 
+/// One of the page's own files in `web/src`, revalidated every time.
+macro_rules! own {
+    ($file:literal, $content_type:expr) => {
+        Asset {
+            path: $file,
+            content_type: $content_type,
+            cache: REVALIDATE,
+            body: include_str!(concat!("../web/src/", $file)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "app.js",
-        content_type: JS,
-        cache: REVALIDATE,
-        body: include_str!("../web/src/app.js"),
-    },
-    Asset {
-        path: "api.js",
-        content_type: JS,
-        cache: REVALIDATE,
-        body: include_str!("../web/src/api.js"),
-    },
-    Asset {
-        path: "live.js",
-        content_type: JS,
-        cache: REVALIDATE,
-        body: include_str!("../web/src/live.js"),
-    },
-    Asset {
-        path: "views.js",
-        content_type: JS,
-        cache: REVALIDATE,
-        body: include_str!("../web/src/views.js"),
-    },
-    Asset {
-        path: "styles.css",
-        content_type: "text/css; charset=utf-8",
-        cache: REVALIDATE,
-        body: include_str!("../web/src/styles.css"),
-    },
+    own!("app.js", JS),
+    own!("api.js", JS),
+    own!("live.js", JS),
+    own!("views.js", JS),
+    own!("styles.css", "text/css; charset=utf-8"),
     Asset {
         path: concat!(
             "vendor/socket.io-",

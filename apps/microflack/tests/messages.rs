@@ -139,12 +139,7 @@ async fn messages(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = app.post(&david, "second").await;
     let (_, body) = app.get("/api/messages", Auth::None).await;
-    let ids: Vec<i64> = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let ids = ids_of(&body);
     assert_eq!(ids, vec![id, second["id"].as_i64().unwrap()]);
     let since = second["updated_at"].as_i64().unwrap();
     let (_, body) = app
@@ -189,12 +184,7 @@ async fn messages(backend: Backend) {
     let only_second = vec![second["id"].as_i64().unwrap()];
     let listed = eventually(Duration::from_secs(2), || async {
         let (_, body) = app.get("/api/messages?updated_since=0", Auth::None).await;
-        let ids: Vec<i64> = body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_i64().unwrap())
-            .collect();
+        let ids = ids_of(&body);
         ids == only_second
     })
     .await;
@@ -343,4 +333,14 @@ async fn idempotent_posts(backend: Backend) {
             "{body}"
         );
     }
+}
+
+/// The ids of a `GET /api/messages` answer, in order.
+fn ids_of(body: &serde_json::Value) -> Vec<i64> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
 }
