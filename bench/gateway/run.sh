@@ -9,7 +9,8 @@
 # Defaults: 10 s per run, 16 keep-alive connections, 3 rounds (the three
 # setups alternate in each round, so noise on the machine hits all alike).
 # GATEWAY_WORKERS sets the gateway's --workers and HAProxy's nbthread
-# (default: one per core, on both).
+# (default: one per core, on both). GATEWAY_BIN runs another `shimeji`
+# binary as the gateway (an older build, to compare in the same conditions).
 # Prints requests/s and p50/p99 latency of each run and the median per
 # setup. Needs etcd, etcdctl, haproxy, wrk and protoc (Debian:
 # apt-get install etcd-server etcd-client haproxy wrk protobuf-compiler).
@@ -32,7 +33,7 @@ for tool in etcd etcdctl haproxy wrk protoc; do
 done
 
 cargo build --release -p shimeji-cli -p shimeji-examples --features shimeji-cli/etcd --bin shimeji --example web >&2
-shimeji=$target/release/shimeji
+shimeji=${GATEWAY_BIN:-$target/release/shimeji}
 web=$target/release/examples/web
 
 work=$(mktemp -d)

@@ -32,7 +32,7 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The hop-by-hop headers every message loses.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -44,12 +44,34 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Whether `name` (lowercase, as a `HeaderName` holds it) is one of
+/// [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
+
 /// Drops the hop-by-hop headers, those `Connection` names first.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages have none: one pass over the names to find out.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
     }
+    remove_hop_by_hop(headers);
+}
+
+/// Removes the hop-by-hop headers, known to be there.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -75,15 +97,10 @@ pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-/// The request id the client gave, if it is usable.
-fn given_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
-    headers
-        .get(REQUEST_ID)
-        .filter(|v| {
-            let bytes = v.as_bytes();
-            (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
-        })
-        .cloned()
+/// Whether a request id the client gave is usable.
+fn usable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
 }
 
 /// Writes `value` as lowercase hex digits into `out` (its last
@@ -120,6 +137,49 @@ pub(crate) fn peer_value(ip: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_str(&ip.to_string()).ok()
 }
 
+/// What [`to_upstream`] needs to know of a client's headers, found in one
+/// pass over them (the first value of each, as `HeaderMap::get` gives).
+#[derive(Default)]
+struct Seen<'a> {
+    hop_by_hop: bool,
+    request_id: Option<&'a HeaderValue>,
+    request_ids: usize,
+    traceparent: Option<&'a HeaderValue>,
+    tracestate: bool,
+    forwarded_for: Option<&'a HeaderValue>,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    host: Option<&'a HeaderValue>,
+}
+
+impl<'a> Seen<'a> {
+    fn of(headers: &'a HeaderMap) -> Seen<'a> {
+        let mut seen = Seen::default();
+        for (name, value) in headers {
+            match name.as_str() {
+                "x-request-id" => {
+                    seen.request_ids += 1;
+                    seen.request_id.get_or_insert(value);
+                }
+                "traceparent" => {
+                    seen.traceparent.get_or_insert(value);
+                }
+                "tracestate" => seen.tracestate = true,
+                "x-forwarded-for" => {
+                    seen.forwarded_for.get_or_insert(value);
+                }
+                "x-forwarded-proto" => seen.forwarded_proto = true,
+                "x-forwarded-host" => seen.forwarded_host = true,
+                "host" => {
+                    seen.host.get_or_insert(value);
+                }
+                other => seen.hop_by_hop |= is_hop_by_hop(other),
+            }
+        }
+        seen
+    }
+}
+
 /// Rewrites a client's request headers for the instance; the request id
 /// (to return to the client). `peer` is the client's address.
 pub(crate) fn to_upstream(
@@ -127,46 +187,62 @@ pub(crate) fn to_upstream(
     peer: Option<&HeaderValue>,
     websocket: bool,
 ) -> HeaderValue {
-    strip_hop_by_hop(headers);
+    // One pass to learn what is there; then only the inserts that change
+    // something, into a map grown once. Hop-by-hop headers (rare) go
+    // first, as they may name any other.
+    let mut seen = Seen::of(headers);
+    if seen.hop_by_hop {
+        remove_hop_by_hop(headers);
+        seen = Seen::of(headers);
+    }
+    let given_id = seen.request_id.filter(|v| usable_request_id(v)).cloned();
+    let keep_id = given_id.is_some() && seen.request_ids == 1;
+    let request_id = given_id.unwrap_or_else(new_request_id);
+    let valid_parent = seen
+        .traceparent
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .is_some();
+    let tracestate = seen.tracestate;
+    let forwarded = peer.and_then(|ip| match seen.forwarded_for {
+        Some(before) if !before.as_bytes().trim_ascii().is_empty() => {
+            let mut both = Vec::with_capacity(before.len() + 2 + ip.len());
+            both.extend_from_slice(before.as_bytes());
+            both.extend_from_slice(b", ");
+            both.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&both).ok()
+        }
+        _ => Some(ip.clone()),
+    });
+    let proto = !seen.forwarded_proto;
+    let host = if seen.forwarded_host {
+        None
+    } else {
+        seen.host.cloned()
+    };
+
+    headers.reserve(5);
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    let request_id = given_request_id(headers).unwrap_or_else(new_request_id);
-    headers.insert(REQUEST_ID, request_id.clone());
-
-    let valid_parent = headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .is_some();
+    if !keep_id {
+        headers.insert(REQUEST_ID, request_id.clone());
+    }
     if !valid_parent {
-        headers.remove(TRACESTATE);
+        if tracestate {
+            headers.remove(TRACESTATE);
+        }
         headers.insert(TRACEPARENT, new_traceparent());
     }
-
-    if let Some(ip) = peer {
-        let forwarded = match headers.get(&X_FORWARDED_FOR) {
-            Some(before) if !before.as_bytes().trim_ascii().is_empty() => {
-                let mut both = Vec::with_capacity(before.len() + 2 + ip.len());
-                both.extend_from_slice(before.as_bytes());
-                both.extend_from_slice(b", ");
-                both.extend_from_slice(ip.as_bytes());
-                HeaderValue::from_bytes(&both).ok()
-            }
-            _ => Some(ip.clone()),
-        };
-        if let Some(value) = forwarded {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+    if let Some(value) = forwarded {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    if proto {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
     }
     request_id
 }
@@ -250,6 +326,28 @@ mod tests {
         assert!(made.ends_with("-01"), "sampled: {made}");
         assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert!(!h.contains_key("tracestate"));
+    }
+
+    #[test]
+    fn headers_connection_names_go_before_the_rest_is_read() {
+        let mut h = map(&[
+            ("connection", "x-request-id, x-forwarded-proto"),
+            ("x-request-id", "named-hop"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let id = to_upstream(&mut h, None, false);
+        assert_ne!(id, "named-hop");
+        assert_eq!(h["x-request-id"], id);
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn a_repeated_request_id_is_sent_once() {
+        let mut h = map(&[("x-request-id", "first"), ("x-request-id", "second")]);
+        let id = to_upstream(&mut h, None, false);
+        assert_eq!(id, "first");
+        let all: Vec<_> = h.get_all("x-request-id").iter().collect();
+        assert_eq!(all, ["first"]);
     }
 
     #[test]
