@@ -141,7 +141,7 @@ up() {
   fi
   for db in users messages tokens; do
     if [[ -z $(psql_ -c "SELECT 1 FROM pg_database WHERE datname = '${name}_$db'") ]]; then
-      psql_ -c "CREATE DATABASE ${name}_$db" || die "cannot create database ${name}_$db on $postgres"
+      psql_ -c "CREATE DATABASE ${name}_$db" || die "cannot create database ${name}_$db on the server FLEET_POSTGRES names"
     fi
   done
   local secret
@@ -202,7 +202,10 @@ EOF
 
 status() {
   load_state
-  echo "registry $REGISTRY, gateway http://$GATEWAY, broker virtual host ${AMQP_URI##*/}"
+  # The broker's URI may hold a password: only its virtual host is shown.
+  local vhost
+  vhost=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.unquote(urllib.parse.urlsplit(sys.argv[1]).path.lstrip("/")) or "/")' "$AMQP_URI")
+  echo "registry $REGISTRY, gateway http://$GATEWAY, broker virtual host $vhost"
   registered | sort | awk '{ printf "  %-9s version %-3s pid %-8s %s\n", $1, $3, $4, $5 }'
 }
 
