@@ -220,10 +220,15 @@ postForm.addEventListener("submit", async (event) => {
     return;
   }
   postError.textContent = "";
+  // Cleared at once (the next message may be typed while this one waits for
+  // its acknowledgement); given back if it could not be sent.
+  input.value = "";
   try {
     await live.post(source, session.token);
-    input.value = "";
   } catch (e) {
+    if (!input.value) {
+      input.value = source;
+    }
     postError.textContent = `Not sent: ${e.message}.`;
   }
 });
