@@ -29,3 +29,23 @@ start_etcd() { # name data-dir log-file
   etcd_pid=$!
   wait_http "http://127.0.0.1:$etcd_port/health"
 }
+
+# Starts one instance of the notes example (binary `$web`) on a free port
+# and registers it by hand in the etcd on 127.0.0.1:$etcd_port under a
+# kept-alive lease, as instance `id`. Sets wp (its port) and web_pid; adds
+# both processes to pids.
+start_registered_web() { # id log-file
+  local id=$1 log=$2 lease record
+  wp=$(free_port)
+  RUST_LOG=warn WEB_SERVER_ADDRESS="127.0.0.1:$wp" "$web" >"$log" 2>&1 &
+  web_pid=$!
+  pids+=($web_pid)
+  wait_http "http://127.0.0.1:$wp/notes/1"
+  lease=$(ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$etcd_port" lease grant 600 | awk '{print $2}')
+  # etcdctl itself in the background: $! must be its pid, not a subshell's.
+  ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$etcd_port" lease keep-alive "$lease" >/dev/null 2>&1 &
+  pids+=($!)
+  record=$(printf '{"service":"notes","instance_id":"%s","version":"0.0.0","host":"%s","pid":%d,"http":"127.0.0.1:%d","routes":[{"method":"GET","path":"/notes/{id}"},{"method":"POST","path":"/notes"}],"websocket":true,"sticky":false,"started_at_ms":0}' \
+    "$id" "$(hostname)" "$web_pid" "$wp")
+  ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$etcd_port" put --lease="$lease" "/shimeji/v1/instances/notes/$id" "$record" >/dev/null
+}

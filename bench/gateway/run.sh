@@ -45,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port, wait_http, start_etcd
+# free_port, wait_http, start_etcd, start_registered_web
 source bench/gateway/common.sh
 
 # etcd, throwaway.
@@ -53,21 +53,9 @@ start_etcd b "$work/etcd" "$work/etcd.log"
 pids+=($etcd_pid)
 cp=$etcd_port
 export ETCDCTL_API=3
-ctl() { etcdctl --endpoints "127.0.0.1:$cp" "$@"; }
 
 # One instance of the notes example, registered by hand under a lease.
-wp=$(free_port)
-RUST_LOG=warn WEB_SERVER_ADDRESS="127.0.0.1:$wp" "$web" >"$work/web.log" 2>&1 &
-web_pid=$!
-pids+=($web_pid)
-wait_http "http://127.0.0.1:$wp/notes/1"
-lease=$(ctl lease grant 60 | awk '{print $2}')
-# etcdctl itself, not through ctl: $! must be its pid, not a subshell's.
-etcdctl --endpoints "127.0.0.1:$cp" lease keep-alive "$lease" >/dev/null 2>&1 &
-pids+=($!)
-record=$(printf '{"service":"notes","instance_id":"bench-1","version":"0.0.0","host":"%s","pid":%d,"http":"127.0.0.1:%d","routes":[{"method":"GET","path":"/notes/{id}"},{"method":"POST","path":"/notes"}],"websocket":true,"sticky":false,"started_at_ms":0}' \
-  "$(hostname)" "$web_pid" "$wp")
-ctl put --lease="$lease" /shimeji/v1/instances/notes/bench-1 "$record" >/dev/null
+start_registered_web bench-1 "$work/web.log"
 
 # The gateway.
 gp=$(free_port)
