@@ -1,5 +1,5 @@
-# What the gateway bench scripts share; sourced by run.sh, propagation.sh
-# and roll.sh.
+# What the gateway bench scripts share; sourced by run.sh, profile.sh,
+# propagation.sh and roll.sh.
 
 # A free loopback port.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -48,4 +48,62 @@ start_registered_web() { # id log-file
   record=$(printf '{"service":"notes","instance_id":"%s","version":"0.0.0","host":"%s","pid":%d,"http":"127.0.0.1:%d","routes":[{"method":"GET","path":"/notes/{id}"},{"method":"POST","path":"/notes"}],"websocket":true,"sticky":false,"started_at_ms":0}' \
     "$id" "$(hostname)" "$web_pid" "$wp")
   ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$etcd_port" put --lease="$lease" "/shimeji/v1/instances/notes/$id" "$record" >/dev/null
+}
+
+# An HAProxy configuration with the notes instance on 127.0.0.1:$wp as its
+# one server, listening on 127.0.0.1:PORT with THREADS threads. With
+# HEADERS=1 it does the header work the gateway does on every request:
+# - X-Request-Id: the client's when it is 1 to 128 visible ASCII
+#   characters, else a new one (the gateway: 32 random hex digits;
+#   HAProxy: a random UUID, its cheapest random id); sent upstream and
+#   returned to the client.
+# - traceparent: the client's when it is a W3C trace context, else a new
+#   random root (and the client's tracestate dropped).
+# - X-Forwarded-For appended; X-Forwarded-Proto and X-Forwarded-Host set
+#   when absent. Hop-by-hop headers HAProxy drops by itself.
+haproxy_config() { # port headers(0|1) threads
+  cat <<EOF
+global
+  maxconn 4096
+  nbthread $3
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$1
+EOF
+  if [[ $2 == 1 ]]; then
+    cat <<'EOF'
+  option forwardfor
+  acl given_id req.hdr(x-request-id) -m reg ^[!-~]{1,128}$
+  acl given_trace req.hdr(traceparent) -m reg ^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$
+  http-request set-header X-Request-Id %[uuid] unless given_id
+  http-request set-var(txn.request_id) req.hdr(x-request-id)
+  http-request del-header tracestate unless given_trace
+  http-request set-header traceparent 00-%[rand,bytes(4,4),hex,lower]%[rand,bytes(4,4),hex,lower]%[rand,bytes(4,4),hex,lower]%[rand,bytes(4,4),hex,lower]-%[rand,bytes(4,4),hex,lower]%[rand,bytes(4,4),hex,lower]-01 unless given_trace
+  http-request set-header X-Forwarded-Proto http unless { req.hdr(x-forwarded-proto) -m found }
+  http-request set-header X-Forwarded-Host %[req.hdr(host)] unless { req.hdr(x-forwarded-host) -m found }
+  http-response set-header X-Request-Id %[var(txn.request_id)]
+EOF
+  fi
+  cat <<EOF
+  default_backend notes
+backend notes
+  balance roundrobin
+  server n1 127.0.0.1:$wp
+EOF
+}
+
+# Starts HAProxy with haproxy_config's configuration (written to
+# $work/NAME.cfg) in the background and waits for it; sets haproxy_pid and
+# adds it to pids.
+start_haproxy() { # name port headers(0|1) threads
+  haproxy_config "$2" "$3" "$4" >"$work/$1.cfg"
+  haproxy -f "$work/$1.cfg" >"$work/$1.log" 2>&1 &
+  haproxy_pid=$!
+  pids+=($haproxy_pid)
+  wait_http "http://127.0.0.1:$2/notes/1"
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The gateway's cost: wrk against one shimeji HTTP instance directly,
 # through `shimeji gateway` (following an etcd registry), and through
-# HAProxy 2.6 with the same instance as its one server; same run, same
+# HAProxy 2.6 with the same instance as its one server, once doing the
+# header work the gateway does (request id, trace context,
+# X-Forwarded-*: the like-for-like row) and once bare; same run, same
 # machine, loopback.
 #
 #   bash bench/gateway/run.sh [SECONDS] [CONNECTIONS] [ROUNDS]
 #
-# Defaults: 10 s per run, 16 keep-alive connections, 3 rounds (the three
+# Defaults: 10 s per run, 16 keep-alive connections, 3 rounds (the four
 # setups alternate in each round, so noise on the machine hits all alike).
 # GATEWAY_WORKERS sets the gateway's --workers and HAProxy's nbthread
 # (default: one per core, on both). GATEWAY_BIN runs another `shimeji`
@@ -66,29 +68,20 @@ gateway_pid=$!
 pids+=($gateway_pid)
 wait_http "http://127.0.0.1:$gp/notes/1"
 
-# HAProxy with the same instance.
+# HAProxy with the same instance, twice: "haproxy" does the header work the
+# gateway does on every request (the headline: the same work on both
+# sides), "haproxy-bare" only forwards (haproxy_config in common.sh).
 hp=$(free_port)
-cat >"$work/haproxy.cfg" <<EOF
-global
-  maxconn 4096
-  nbthread $workers
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-frontend f
-  bind 127.0.0.1:$hp
-  default_backend notes
-backend notes
-  balance roundrobin
-  server n1 127.0.0.1:$wp
-EOF
-haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
-haproxy_pid=$!
-pids+=($haproxy_pid)
-wait_http "http://127.0.0.1:$hp/notes/1"
+start_haproxy haproxy "$hp" 1 "$workers"
+full_pid=$haproxy_pid
+# The header rules work: a new request id comes back.
+curl -sfi "http://127.0.0.1:$hp/notes/1" | grep -qiE '^x-request-id: [0-9a-f-]{32,}' || {
+  echo "HAProxy returned no request id: its header rules do not work" >&2
+  exit 1
+}
+bp=$(free_port)
+start_haproxy haproxy-bare "$bp" 0 "$workers"
+bare_pid=$haproxy_pid
 
 # CPU time (user + system, clock ticks) a process has used.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -112,19 +105,20 @@ run() { # name url [pid]
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   errors=$(awk '/Socket errors/ {print $0}' <<<"$out")
-  printf '%-8s %10s req/s  p50 %8s  p99 %8s  non-2xx %s%s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}" "$cpu" "${errors:+($errors)}"
+  printf '%-12s %10s req/s  p50 %8s  p99 %8s  non-2xx %s%s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}" "$cpu" "${errors:+($errors)}"
   echo "$1 $rps" >>"$work/rps"
 }
 
-echo "wrk -t$threads -c$connections -d${seconds}s, GET /notes/1, $(nproc) cores, gateway workers $workers, HAProxy nbthread $workers, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t$threads -c$connections -d${seconds}s, GET /notes/1, $(nproc) cores, gateway workers $workers, HAProxy nbthread $workers (haproxy: the gateway's header work, haproxy-bare: none), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$rounds"); do
   echo "round $round"
   run direct "http://127.0.0.1:$wp/notes/1"
   run gateway "http://127.0.0.1:$gp/notes/1" "$gateway_pid"
-  run haproxy "http://127.0.0.1:$hp/notes/1" "$haproxy_pid"
+  run haproxy "http://127.0.0.1:$hp/notes/1" "$full_pid"
+  run haproxy-bare "http://127.0.0.1:$bp/notes/1" "$bare_pid"
 done
 echo "median req/s:"
-for name in direct gateway haproxy; do
+for name in direct gateway haproxy haproxy-bare; do
   awk -v n="$name" '$1 == n {print $2}' "$work/rps" | sort -g |
-    awk -v n="$name" '{a[NR]=$1} END {printf "  %-8s %s\n", n, a[int((NR+1)/2)]}'
+    awk -v n="$name" '{a[NR]=$1} END {printf "  %-12s %s\n", n, a[int((NR+1)/2)]}'
 done
