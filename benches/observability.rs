@@ -17,6 +17,13 @@
 //! hold exactly one `greeted` line per call the "on" side made, or the
 //! bench fails; then it is emptied.
 //!
+//! In memory a third row, *write only*, takes the "off" side's calls and
+//! follows each with one `write(2)` of a fixed JSON line of the same size
+//! to the same file (no subscriber, no formatting, no metrics): the least
+//! any logger that writes a line per call with blocking writes can cost,
+//! to set the "on" row against (`SKIP_WRITE_ONLY=1` leaves it out; not
+//! with `LOG_FORMAT=text`). Its lines are checked with the others.
+//!
 //! Each round starts both sides' services and takes `BATCHES` batches of
 //! calls from each in turn (off, on, off, on, …) so that the machine's noise
 //! hits both alike; every figure is the median of all batches. In memory
@@ -32,6 +39,7 @@
 use shimeji::logging::LogFormat;
 use shimeji::prelude::*;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::runtime::Runtime;
 
 mod common;
@@ -74,16 +82,32 @@ fn calls_in_batch((calls, calls64): (usize, usize)) -> usize {
     calls + calls / 10 + calls64 + calls64 / 10
 }
 
+/// What the "write only" side writes after each call: a JSON line of the
+/// size the subscriber writes, made once. One `write(2)` of it is the least
+/// a blocking logger that writes a line per call can cost.
+const FIXED_LINE: &[u8] = b"{\"timestamp\":\"2026-11-28T06:00:00.000000Z\",\"level\":\"INFO\",\"target\":\"observability\",\"fields\":{\"message\":\"greeted\",\"name\":\"Ada\"},\"service\":\"greeter\",\"entrypoint\":\"hello\",\"call_id\":\"greeter.hello.5b1c7a3e-2f0d-4a8e-9c61-0d3f5e7a9b2c\",\"request_id\":\"greeter.hello.5b1c7a3e-2f0d-4a8e-9c61-0d3f5e7a9b2c\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":\"00f067aa0ba902b7\"}\n";
+
+/// Writes [`FIXED_LINE`] to `file`, when given, with one `write(2)`.
+fn write_fixed(file: Option<&std::fs::File>) {
+    use std::io::Write;
+    if let Some(mut file) = file {
+        file.write_all(FIXED_LINE).expect("write the log file");
+    }
+}
+
 /// One batch: `calls` one at a time, then `calls64` with 64 in flight;
-/// every calling task logs through `logs` when given.
+/// every calling task logs through `logs` when given, and writes
+/// [`FIXED_LINE`] to `fixed` after each call when given.
 async fn batch(
     greeter: GreeterClient,
     calls: usize,
     calls64: usize,
     logs: Option<tracing::Dispatch>,
+    fixed: Option<Arc<std::fs::File>>,
 ) -> Pair {
     let one_at_a_time = sequential(calls, || async {
         std::hint::black_box(greeter.hello("Ada".into()).await.expect("call failed"));
+        write_fixed(fixed.as_deref());
     });
     let (seq, _, _) = match &logs {
         Some(logs) => one_at_a_time.with_subscriber(logs.clone()).await,
@@ -91,10 +115,11 @@ async fn batch(
     };
     let c64 = concurrent_logged(
         calls64,
-        greeter.clone(),
-        |g: GreeterClient| async move {
+        (greeter.clone(), fixed),
+        |(g, fixed): (GreeterClient, Option<Arc<std::fs::File>>)| async move {
             std::hint::black_box(g.hello("Ada".into()).await.expect("call failed"));
-            g
+            write_fixed(fixed.as_deref());
+            (g, fixed)
         },
         logs,
     )
@@ -123,35 +148,49 @@ impl Sides {
         Sides { off, on }
     }
 
-    /// Takes `n` batches of `(calls, calls64)` from each side; returns how
-    /// many calls the "on" side made.
+    /// Takes `n` batches of `(calls, calls64)` from each side, and from
+    /// the "write only" side (the "off" side's calls, each followed by one
+    /// write of [`FIXED_LINE`] to `fixed`) when `fixed` and `out.2` are
+    /// given; returns how many calls the "on" side and the "write only"
+    /// side made.
     fn batches(
         &self,
         rts: (&Runtime, &Runtime),
         metrics: bool,
         task_logs: Option<&tracing::Dispatch>,
         (n, calls, calls64): (usize, usize, usize),
-        out: (&mut Vec<Pair>, &mut Vec<Pair>),
-    ) -> usize {
-        let run = |rt: &Runtime, greeter: &GreeterClient, logs: Option<&tracing::Dispatch>| {
+        fixed: Option<&Arc<std::fs::File>>,
+        out: (&mut Vec<Pair>, &mut Vec<Pair>, Option<&mut Vec<Pair>>),
+    ) -> (usize, usize) {
+        let run = |rt: &Runtime,
+                   greeter: &GreeterClient,
+                   logs: Option<&tracing::Dispatch>,
+                   fixed: Option<&Arc<std::fs::File>>| {
             let greeter = greeter.clone();
             let logs = logs.cloned();
+            let fixed = fixed.cloned();
             rt.block_on(async move {
-                tokio::spawn(batch(greeter, calls, calls64, logs))
+                tokio::spawn(batch(greeter, calls, calls64, logs, fixed))
                     .await
                     .expect("bench task")
             })
         };
+        let (off, on, mut write_only) = out;
+        let write_only_too = fixed.is_some() && write_only.is_some();
         for _ in 0..n {
             // Clients record when recording is on: switch it per side.
             shimeji::metrics::disable();
-            out.0.push(run(rts.0, &self.off.1, None));
+            off.push(run(rts.0, &self.off.1, None, None));
+            if let (Some(fixed), Some(out)) = (fixed, write_only.as_deref_mut()) {
+                out.push(run(rts.0, &self.off.1, None, Some(fixed)));
+            }
             if metrics {
                 shimeji::metrics::enable();
             }
-            out.1.push(run(rts.1, &self.on.1, task_logs));
+            on.push(run(rts.1, &self.on.1, task_logs, None));
         }
-        n * calls_in_batch((calls, calls64))
+        let made = n * calls_in_batch((calls, calls64));
+        (made, if write_only_too { made } else { 0 })
     }
 
     fn stop(self, off_rt: &Runtime, on_rt: &Runtime) {
@@ -200,6 +239,14 @@ impl LogFile {
             },
             writer,
         )
+    }
+
+    /// Another handle on the file, in append mode.
+    fn appender(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .expect("open the log file")
     }
 
     /// Checks that the file holds exactly `expected` `greeted` lines, each
@@ -251,7 +298,7 @@ fn report(name: &str, off: &[Pair], on: &[Pair]) {
     let (off_seq, on_seq) = (m(off, |p| p.seq), m(on, |p| p.seq));
     let (off_c64, on_c64) = (m(off, |p| p.c64), m(on, |p| p.c64));
     println!(
-        "| {name:<8} | {off_seq:>12.0} | {on_seq:>12.0} | {:>5.2} | {off_c64:>12.0} | {on_c64:>12.0} | {:>5.2} |",
+        "| {name:<18} | {off_seq:>12.0} | {on_seq:>12.0} | {:>5.2} | {off_c64:>12.0} | {on_c64:>12.0} | {:>5.2} |",
         on_seq / off_seq,
         on_c64 / off_c64
     );
@@ -323,6 +370,10 @@ fn main() {
     // LOG_FORMAT=text: the text lines instead, to compare formatters.
     let text = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "text");
     let (mut file, writer) = LogFile::create(path, !text);
+    // The "write only" side (memory, JSON only): the least a line per call
+    // costs when it is written with one blocking write(2).
+    let fixed =
+        (!text && std::env::var("SKIP_WRITE_ONLY").is_err()).then(|| Arc::new(file.appender()));
     let format = if text {
         LogFormat::Text
     } else {
@@ -343,31 +394,34 @@ fn main() {
     let on_rt = runtime(on_logs.cloned());
 
     let (mut mem_off, mut mem_on, mut amqp_off, mut amqp_on) = (vec![], vec![], vec![], vec![]);
+    let mut mem_write_only = vec![];
     let rts = (&off_rt, &on_rt);
     let batches = env_usize("BATCHES", if quick { 1 } else { 10 });
     let expect = |made: usize| if logs { made } else { 0 };
     for round in 1..=rounds {
         // In memory a call runs in its caller's task: one runtime for both.
         let sides = Sides::start(&off_rt, &off_rt, (Config::new(), Config::new()), metrics);
-        let made = sides.batches(
+        let (made, written) = sides.batches(
             (&off_rt, &off_rt),
             metrics,
             on_logs,
             (batches, calls / batches, calls64 / batches),
-            (&mut mem_off, &mut mem_on),
+            fixed.as_ref(),
+            (&mut mem_off, &mut mem_on, Some(&mut mem_write_only)),
         );
         sides.stop(&off_rt, &off_rt);
-        file.check_and_empty(expect(made), &format!("round {round}, memory"));
+        file.check_and_empty(expect(made) + written, &format!("round {round}, memory"));
         if amqp {
             let config = |vhost: &str| Config::new().set("AMQP_URI", format!("{broker}/{vhost}"));
             let configs = (config(VHOSTS[0]), config(VHOSTS[1]));
             let sides = Sides::start(&off_rt, &on_rt, configs, metrics);
-            let made = sides.batches(
+            let (made, _) = sides.batches(
                 rts,
                 metrics,
                 None,
                 (batches, amqp_calls / batches, amqp_calls64 / batches),
-                (&mut amqp_off, &mut amqp_on),
+                None,
+                (&mut amqp_off, &mut amqp_on, None),
             );
             sides.stop(&off_rt, &on_rt);
             file.check_and_empty(expect(made), &format!("round {round}, AMQP"));
@@ -415,14 +469,25 @@ fn main() {
     );
     println!("\nobservability off vs on, greeter.hello(\"Ada\"), medians of {rounds} round(s) x {batches} batches\n");
     println!(
-        "| transport | off seq/s    | on seq/s     | ratio | off c64/s    | on c64/s     | ratio |"
+        "| transport          | off seq/s    | on seq/s     | ratio | off c64/s    | on c64/s     | ratio |"
     );
     println!(
-        "|----------|--------------|--------------|-------|--------------|--------------|-------|"
+        "|--------------------|--------------|--------------|-------|--------------|--------------|-------|"
     );
     report("memory", &mem_off, &mem_on);
+    if !mem_write_only.is_empty() {
+        report("memory, write only", &mem_off, &mem_write_only);
+    }
     if amqp {
         report("amqp", &amqp_off, &amqp_on);
+    }
+    if !mem_write_only.is_empty() {
+        println!(
+            "\nmemory, write only: the \"off\" side's calls, each followed by one write(2) of a \
+             fixed {}-byte JSON line to the same file (no subscriber, no formatting, no metrics): \
+             the least any blocking logger writing a line per call can cost",
+            FIXED_LINE.len()
+        );
     }
     println!("\ntarget: on / off >= 0.9");
 }
