@@ -78,7 +78,7 @@ enum Parent {
 }
 
 #[derive(Clone)]
-struct CallId {
+pub(crate) struct CallId {
     service: &'static str,
     entrypoint: &'static str,
     id: Uuid,
@@ -93,6 +93,24 @@ impl fmt::Display for CallId {
 /// A random (version 4) UUID from the thread's fast generator: ids that
 /// must be unique, not secret (call ids, correlation ids, request ids).
 /// `Uuid::new_v4` would ask the kernel for randomness on every call.
+/// One entry of a call id stack, borrowed (see
+/// [`WorkerContext::stack_entry`]); its `Display` is the call id.
+pub(crate) enum StackEntry<'a> {
+    /// A worker's call id in this process.
+    Own(&'a CallId),
+    /// A call id a wire caller sent.
+    Sent(&'a str),
+}
+
+impl fmt::Display for StackEntry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StackEntry::Own(id) => id.fmt(f),
+            StackEntry::Sent(id) => f.write_str(id),
+        }
+    }
+}
+
 pub(crate) fn new_uuid() -> Uuid {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid()
 }
@@ -226,9 +244,9 @@ impl WorkerContext {
 
     /// The call id of the worker that called this one, if any.
     pub fn parent_call_id(&self) -> Option<String> {
-        let stack = self.call_id_stack();
         let own = usize::from(self.call_id.is_some());
-        stack.len().checked_sub(own + 1).map(|i| stack[i].clone())
+        let index = self.stack_len().checked_sub(own + 1)?;
+        self.stack_entry(index).map(|id| id.to_string())
     }
 
     /// The call ids of the hops that led here, oldest first, this worker's
@@ -247,6 +265,52 @@ impl WorkerContext {
             stack.push(id.to_string());
         }
         stack
+    }
+
+    /// How many call ids [`call_id_stack`](Self::call_id_stack) holds,
+    /// counted without building it.
+    pub(crate) fn stack_len(&self) -> usize {
+        let parent = self.parent_stack_len();
+        match self.call_id {
+            Some(_) => parent.min(self.parent_calls_tracked) + 1,
+            None => parent,
+        }
+    }
+
+    /// The length of the parent's call id stack, uncapped.
+    fn parent_stack_len(&self) -> usize {
+        match &self.parent {
+            Parent::None => 0,
+            Parent::Local(p) => p.stack_len(),
+            Parent::Stack(s) => s.len(),
+        }
+    }
+
+    /// Entry `index` of [`call_id_stack`](Self::call_id_stack), borrowed:
+    /// what a log line needs of the stack, without a `Vec` and a `String`
+    /// per call id.
+    pub(crate) fn stack_entry(&self, index: usize) -> Option<StackEntry<'_>> {
+        let parent_len = self.parent_stack_len();
+        // The parent's entries this stack keeps: its last
+        // `parent_calls_tracked` when this is a worker, all otherwise.
+        let (skip, kept) = match self.call_id {
+            Some(_) => {
+                let kept = parent_len.min(self.parent_calls_tracked);
+                (parent_len - kept, kept)
+            }
+            None => (0, parent_len),
+        };
+        if index < kept {
+            match &self.parent {
+                Parent::None => None,
+                Parent::Local(p) => p.stack_entry(skip + index),
+                Parent::Stack(s) => s.get(skip + index).map(|id| StackEntry::Sent(id)),
+            }
+        } else if index == kept {
+            self.call_id.as_ref().map(StackEntry::Own)
+        } else {
+            None
+        }
     }
 
     /// One context data value (`user_id`, `language`, `auth_token`, …).
@@ -290,6 +354,20 @@ impl fmt::Debug for WorkerContext {
 /// The context of the entrypoint running on this task, if any.
 pub fn current() -> Option<WorkerContext> {
     CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+}
+
+/// Runs `f` on the current context, borrowed rather than cloned (for a log
+/// line); `None` when there is none. `f` must not enter another context.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the log formats need feature `cli`
+pub(crate) fn with_current<R>(f: impl FnOnce(&WorkerContext) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| {
+            c.try_borrow()
+                .ok()
+                .and_then(|current| current.as_ref().map(f))
+        })
+        .ok()
+        .flatten()
 }
 
 /// Runs `f` with the context in `slot` as the current one, and puts it
@@ -377,6 +455,41 @@ mod tests {
         assert_eq!(parts[1], "hello");
         assert!(Uuid::parse_str(parts[2]).is_ok(), "{id}");
         assert_eq!(ctx.call_id_stack(), vec![id]);
+    }
+
+    /// The stack read in place, entry by entry, as `call_id_stack` builds it.
+    fn entries(ctx: &WorkerContext) -> Vec<String> {
+        (0..ctx.stack_len())
+            .map(|i| {
+                ctx.stack_entry(i)
+                    .expect("an entry below stack_len")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stack_entries_read_in_place_match_the_stack() {
+        for cap in [0, 1, 3, 10] {
+            let wire: Vec<String> = (0..5).map(|i| format!("edge.call.{i}")).collect();
+            let roots = [
+                WorkerContext::root(),
+                WorkerContext::from_wire(wire.clone(), Map::new()),
+                WorkerContext::from_wire(vec![], Map::new()),
+            ];
+            for root in roots {
+                let mut ctx = root.clone();
+                assert_eq!(entries(&ctx), ctx.call_id_stack());
+                for depth in 0..6 {
+                    ctx = WorkerContext::for_worker("a", "go", Some(ctx), cap);
+                    let stack = ctx.call_id_stack();
+                    assert_eq!(entries(&ctx), stack, "cap {cap}, depth {depth}");
+                    assert!(ctx.stack_entry(stack.len()).is_none());
+                    let parent = stack.len().checked_sub(2).map(|i| stack[i].clone());
+                    assert_eq!(ctx.parent_call_id(), parent, "cap {cap}, depth {depth}");
+                }
+            }
+        }
     }
 
     #[test]

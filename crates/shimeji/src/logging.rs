@@ -258,9 +258,7 @@ where
             first: true,
         });
         line.push('}');
-        if let Some(worker) = crate::context::current() {
-            push_worker(&mut line, &worker);
-        }
+        crate::context::with_current(|worker| push_worker(&mut line, worker));
         if let Some(scope) = ctx.event_scope() {
             let mut spans = scope.from_root().peekable();
             if spans.peek().is_some() {
@@ -288,8 +286,8 @@ where
                 line.push(']');
             }
         }
-        line.push('}');
-        writeln!(writer, "{line}")
+        line.push_str("}\n");
+        writer.write_str(&line)
     }
 }
 
@@ -308,18 +306,26 @@ fn push_worker(line: &mut String, ctx: &crate::context::WorkerContext) {
     if let Some(entrypoint) = ctx.entrypoint() {
         put(line, "entrypoint", entrypoint);
     }
-    let stack = ctx.call_id_stack();
-    let own = usize::from(ctx.service().is_some());
-    if own == 1 {
-        if let Some(call_id) = stack.last() {
-            put(line, "call_id", call_id);
+    // The call id stack, read in place (no copy of it per line).
+    let put_id = |line: &mut String, key: &str, index: usize| {
+        if let Some(id) = ctx.stack_entry(index) {
+            line.push_str(",\"");
+            line.push_str(key);
+            line.push_str("\":\"");
+            let _ = write!(JsonEscape(line), "{id}");
+            line.push('"');
         }
+    };
+    let len = ctx.stack_len();
+    let own = usize::from(ctx.service().is_some());
+    if own == 1 && len > 0 {
+        put_id(line, "call_id", len - 1);
     }
-    if let Some(parent) = stack.len().checked_sub(own + 1).map(|i| &stack[i]) {
-        put(line, "parent_call_id", parent);
+    if let Some(parent) = len.checked_sub(own + 1) {
+        put_id(line, "parent_call_id", parent);
     }
-    if let Some(first) = stack.first() {
-        put(line, "request_id", first);
+    if len > 0 {
+        put_id(line, "request_id", 0);
     }
     if let Some(trace) = ctx.trace_parent() {
         let _ = write!(line, ",\"trace_id\":\"{:032x}\"", trace.trace_id());
