@@ -90,9 +90,6 @@ impl fmt::Display for CallId {
     }
 }
 
-/// A random (version 4) UUID from the thread's fast generator: ids that
-/// must be unique, not secret (call ids, correlation ids, request ids).
-/// `Uuid::new_v4` would ask the kernel for randomness on every call.
 /// One entry of a call id stack, borrowed (see
 /// [`WorkerContext::stack_entry`]); its `Display` is the call id.
 pub(crate) enum StackEntry<'a> {
@@ -111,6 +108,9 @@ impl fmt::Display for StackEntry<'_> {
     }
 }
 
+/// A random (version 4) UUID from the thread's fast generator: ids that
+/// must be unique, not secret (call ids, correlation ids, request ids).
+/// `Uuid::new_v4` would ask the kernel for randomness on every call.
 pub(crate) fn new_uuid() -> Uuid {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid()
 }
