@@ -30,6 +30,28 @@ start_etcd() { # name data-dir log-file
   wait_http "http://127.0.0.1:$etcd_port/health"
 }
 
+# What run.sh and profile.sh start with: a work folder, removed at exit
+# after every process in pids is stopped; a throwaway etcd; one registered
+# instance of the notes example ($web). Sets work, pids, cp (etcd's client
+# port), wp and web_pid. Call it directly, not in $(…).
+start_etcd_and_notes() { # etcd-name instance-id
+  work=$(mktemp -d)
+  pids=()
+  trap stop_started EXIT
+  start_etcd "$1" "$work/etcd" "$work/etcd.log"
+  pids+=($etcd_pid)
+  cp=$etcd_port
+  export ETCDCTL_API=3
+  start_registered_web "$2" "$work/web.log"
+}
+
+# Stops every process in pids and removes $work.
+stop_started() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
 # Starts one instance of the notes example (binary `$web`) on a free port
 # and registers it by hand in the etcd on 127.0.0.1:$etcd_port under a
 # kept-alive lease, as instance `id`. Sets wp (its port) and web_pid; adds

@@ -38,24 +38,12 @@ cargo build --release -p shimeji-cli -p shimeji-examples --features shimeji-cli/
 shimeji=$target/release/shimeji
 web=$target/release/examples/web
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# free_port, wait_http, start_etcd, start_registered_web
+# start_etcd_and_notes, free_port, wait_http, haproxy_config, start_haproxy
 source bench/gateway/common.sh
 
-start_etcd p "$work/etcd" "$work/etcd.log"
-pids+=($etcd_pid)
-cp=$etcd_port
-export ETCDCTL_API=3
-
-start_registered_web profile-1 "$work/web.log"
+# A throwaway etcd and one instance of the notes example, registered by
+# hand under a lease.
+start_etcd_and_notes p profile-1
 
 # One run of FRONT under callgrind serving `count` requests; prints the
 # run's instruction total.
